@@ -1,0 +1,28 @@
+# Entry points for developers and CI.  `make test` is what .ci/run runs.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install lint test demo clean
+
+## install: Debian packages (Prosody, ...) and the .venv with the project
+install:
+	bash scripts/install.sh
+
+## lint: ruff (lint and format check) and mypy --strict on the packages
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite (starts throwaway Prosody servers)
+test: install lint
+	$(BIN)/pytest
+
+## demo: run the local end-to-end demo; pass options with ARGS="..."
+demo: install
+	$(BIN)/python -m udp2xmpp.dev.demo $(ARGS)
+
+## clean: remove the virtualenv, caches and build leftovers
+clean:
+	rm -rf $(VENV) build demo-run .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

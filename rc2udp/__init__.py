@@ -1,0 +1,1 @@
+"""rc2udp: feed a bridge from a wiki's API, or replay recorded changes, over UDP."""

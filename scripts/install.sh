@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Install everything the project needs to build, test and run its demo:
+#   1. Debian packages (Prosody for the test server, SQLite for its MUC log,
+#      openssl for its certificate, Python with venv and headers);
+#   2. a virtualenv in .venv with the project installed editable, plus its
+#      test tools.
+# Idempotent, and quick when everything is already there: apt is only used
+# for missing packages, and pip only runs when pyproject.toml has changed
+# since the last successful install (a stamp file in .venv records it).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl python3 python3-venv python3-dev)
+VENV=.venv
+
+say() { printf 'install: %s\n' "$*"; }
+die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. Debian packages ------------------------------------------------------
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    if [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) != "install ok installed" ]]; then
+        missing+=("$package")
+    fi
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing Debian packages; as root run: apt-get install ${missing[*]}"
+    fi
+    command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # The tests run their own throwaway Prosody; keep the package from
+    # starting a system-wide one while it installs (unless a policy exists).
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        made_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if ((made_policy)); then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+else
+    say "Debian packages present"
+fi
+
+# --- 2. Python >= 3.11 --------------------------------------------------------
+
+python_ok() {
+    "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
+python=""
+for candidate in python3 python3.13 python3.12 python3.11 /usr/bin/python3; do
+    if command -v "$candidate" >/dev/null && python_ok "$candidate"; then
+        python=$(command -v "$candidate")
+        break
+    fi
+done
+[[ -n $python ]] || die "need Python >= 3.11 with the venv module (found: $(python3 --version 2>&1 || echo none))"
+
+# --- 3. The virtualenv ----------------------------------------------------------
+
+if [[ -x $VENV/bin/python ]] && python_ok "$VENV/bin/python"; then
+    say "virtualenv $VENV present ($("$VENV/bin/python" --version))"
+else
+    say "creating $VENV with $python ($("$python" --version))"
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV"
+fi
+
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ -e $stamp ]]; then
+    say "project already installed for this pyproject.toml"
+else
+    say "pip install -e '.[test]' (a minute on a fresh machine)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
+
+say "ready: $VENV/bin/python, prosody $(dpkg-query -W -f='${Version}' prosody)"

@@ -1,0 +1,80 @@
+"""Shared fixtures: throwaway Prosody servers on loopback.
+
+``prosody`` is one server for the whole session; tests that kill, restart or
+freeze a server use ``fresh_prosody`` (or ``prosody_factory`` for custom
+options) so they never disturb the shared one.  Every server started here is
+stopped at teardown.  When the ``prosody`` binary is missing the fixtures
+raise, so the tests fail (they are never skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from udp2xmpp.dev.prosody import ProsodyServer
+
+#: Accounts on ``localhost`` that every fixture server has (user -> password).
+XMPP_ACCOUNTS: dict[str, str] = {
+    "rcbot": "bridgepass",
+    "reader": "readerpass",
+    "intruder": "intruderpass",
+}
+
+
+def _started_server(directory: Path, **options: Any) -> ProsodyServer:
+    server = ProsodyServer(directory, **options)
+    for user, password in XMPP_ACCOUNTS.items():
+        server.add_user(user, password)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def xmpp_accounts() -> dict[str, str]:
+    """The accounts (user -> password) registered on every fixture server."""
+    return dict(XMPP_ACCOUNTS)
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyServer]:
+    """One running Prosody shared by the session; do not stop or freeze it."""
+    server = _started_server(tmp_path_factory.mktemp("prosody"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_prosody(tmp_path: Path) -> Iterator[ProsodyServer]:
+    """A running Prosody of this test's own, free to kill, restart or freeze."""
+    server = _started_server(tmp_path / "prosody")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prosody_factory(tmp_path: Path) -> Iterator[Callable[..., ProsodyServer]]:
+    """Start servers with custom options, e.g. ``prosody_factory(muc_log_storage="sql")``.
+
+    Keyword arguments go to :class:`ProsodyServer`; each server has the usual
+    accounts, is started, and is stopped when the test ends.
+    """
+    servers: list[ProsodyServer] = []
+
+    def make(**options: Any) -> ProsodyServer:
+        server = _started_server(tmp_path / f"prosody-{len(servers)}", **options)
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()

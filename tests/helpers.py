@@ -1,0 +1,86 @@
+"""Helpers for tests that run the bridge and a client against a real Prosody."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rcclient import Delivery, RCClient
+from udp2xmpp.bridge import Bridge
+from udp2xmpp.config import BridgeConfig, parse_config
+from udp2xmpp.dev.prosody import ProsodyServer
+
+
+def bridge_config(prosody: ProsodyServer, **sections: dict[str, Any]) -> BridgeConfig:
+    """A bridge config for `prosody`, listening on a free loopback UDP port."""
+    data: dict[str, Any] = {
+        "xmpp": {
+            "jid": prosody.jid("rcbot"),
+            "password": "bridgepass",
+            "host": prosody.host,
+            "port": prosody.c2s_port,
+            "ca_file": str(prosody.ca_file),
+        },
+        "udp": {"listen": "127.0.0.1:0"},
+        "rooms": {"service": prosody.muc_domain, "room": "{wiki}", "nick": "rcbot"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return parse_config(data, base_dir=Path("."))
+
+
+def reader(prosody: ProsodyServer, rooms: list[str], **options: Any) -> RCClient:
+    return RCClient(
+        prosody.jid("reader"),
+        "readerpass",
+        rooms,
+        host=prosody.host,
+        port=prosody.c2s_port,
+        ca_file=str(prosody.ca_file),
+        **options,
+    )
+
+
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll `condition` until true; fail the test after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def collect(
+    client: RCClient, count: int, timeout: float = 30.0, quiet: float = 0.5
+) -> list[Delivery]:
+    """Read `count` deliveries, then keep listening `quiet` seconds to catch extras."""
+    got: list[Delivery] = []
+
+    async def read() -> None:
+        async for delivery in client.deliveries():
+            got.append(delivery)
+
+    task = asyncio.create_task(read())
+    try:
+        await wait_for(lambda: len(got) >= count, timeout, f"{count} changes (got {len(got)})")
+        await asyncio.sleep(quiet)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return got
+
+
+async def running_bridge(config: BridgeConfig) -> Bridge:
+    bridge = Bridge(config)
+    await bridge.start()
+    await bridge.sink.wait_online(20)
+    return bridge
+
+
+async def eventually(action: Callable[[], Awaitable[None]]) -> None:
+    await action()

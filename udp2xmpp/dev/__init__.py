@@ -1,0 +1,1 @@
+"""Development helpers: a throwaway Prosody server and the local demo."""

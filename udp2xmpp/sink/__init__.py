@@ -1,0 +1,1 @@
+"""Sink: changes out to XMPP rooms."""
