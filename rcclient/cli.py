@@ -77,8 +77,7 @@ async def _tail(
     printed = 0
     colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     async with RCClient(jid, password, rooms, host=host, port=port, ca_file=ca_file) as client:
-        if not as_json:
-            click.echo(f"# joined {', '.join(rooms)}", err=True)
+        click.echo(f"# joined {', '.join(rooms)}", err=True)  # stderr: stdout stays data
         async for delivery in client.deliveries():
             change = delivery.change
             if as_json:
