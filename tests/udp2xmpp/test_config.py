@@ -63,7 +63,7 @@ def test_missing_sections_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("UDP2XMPP_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match=r"rooms: missing section \[rooms\]"):
         parse_config({"xmpp": BASE["xmpp"]})
-    with pytest.raises(ConfigError, match="xmpp.password: not set"):
+    with pytest.raises(ConfigError, match=r"xmpp\.password: not set"):
         parse_config({**BASE, "xmpp": {"jid": "rcbot@localhost"}})
 
 
