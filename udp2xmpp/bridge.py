@@ -57,7 +57,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.stats = BridgeStats()
-        self.router = Router(config.rooms.service, config.rooms.room)
+        self.router = Router(config.rooms.service, config.rooms.room, config.rooms.description)
         self.sink = XmppSink(config.xmpp, config.rooms, queue_size=config.delivery.queue_size)
         self.sources = [
             UdpSource(host, port, self.on_datagram, receive_buffer=config.udp.receive_buffer)
@@ -70,7 +70,7 @@ class Bridge:
     async def start(self) -> None:
         await self.sink.start()
         for wiki in self.config.rooms.wikis:
-            self.sink.open_room(self.router.room_jid(wiki), wiki)
+            self.sink.open_room(self.router.wiki_room(wiki))
         for source in self.sources:
             self.addresses.append(await source.start())
 

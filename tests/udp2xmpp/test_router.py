@@ -16,7 +16,9 @@ def change(wiki: str) -> RecentChange:
 
 def test_room_from_template_is_lower_cased() -> None:
     router = Router("conference.example.org", "rc-{wiki}")
-    assert router.rooms_for(change("enWiki")) == ("rc-enwiki@conference.example.org",)
+    (room,) = router.rooms_for(change("enWiki"))
+    assert room.jid == "rc-enwiki@conference.example.org"
+    assert room.title == "enWiki" and room.description == "Recent changes of enWiki, from xmlrc"
 
 
 @pytest.mark.parametrize("template", ["{wiki}@evil.org", "{wiki}/res", "a b {wiki}"])

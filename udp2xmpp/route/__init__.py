@@ -1,5 +1,5 @@
 """Route: which rooms a change goes to. Pure code, no I/O."""
 
-from .router import Router, RoutingError
+from .router import RoomSpec, Router, RoutingError
 
-__all__ = ["Router", "RoutingError"]
+__all__ = ["RoomSpec", "Router", "RoutingError"]

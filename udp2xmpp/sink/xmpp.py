@@ -29,6 +29,7 @@ from slixmpp.stanza import Message
 from xmlrc_emitter.wire import RecentChange
 
 from ..config import RoomSettings, XmppSettings
+from ..route import RoomSpec
 from .stanza import build_message
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,15 @@ class SinkStats:
 class RoomChannel:
     """One room: its queue and whether we are in it on the current session."""
 
-    jid: str
-    wiki: str
+    spec: RoomSpec
     queue: deque[RecentChange] = field(default_factory=deque)
     joined: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+
+    @property
+    def jid(self) -> str:
+        return self.spec.jid
 
 
 class XmppSink:
@@ -99,22 +103,22 @@ class XmppSink:
         """Connect; returns at once, the connection is made (and remade) in the background."""
         self._connect()
 
-    def submit(self, room: str, change: RecentChange) -> None:
+    def submit(self, room: RoomSpec, change: RecentChange) -> None:
         """Queue `change` for `room` (never blocks; past the bound the oldest is dropped)."""
-        channel = self._channels.get(room)
+        channel = self._channels.get(room.jid)
         if channel is None:
-            channel = self._open_channel(room, change.wiki)
+            channel = self._open_channel(room)
         if len(channel.queue) >= self.queue_size:
             channel.queue.popleft()
             self.stats.dropped_overflow += 1
-            log.warning("queue of %s full: dropped its oldest change", room)
+            log.warning("queue of %s full: dropped its oldest change", room.jid)
         channel.queue.append(change)
         channel.wake.set()
 
-    def open_room(self, room: str, wiki: str) -> None:
+    def open_room(self, room: RoomSpec) -> None:
         """Join (and create) `room` now, before its first change arrives."""
-        if room not in self._channels:
-            self._open_channel(room, wiki).wake.set()
+        if room.jid not in self._channels:
+            self._open_channel(room).wake.set()
 
     def joined_rooms(self) -> list[str]:
         return [jid for jid, channel in self._channels.items() if channel.joined]
@@ -270,11 +274,11 @@ class XmppSink:
 
     # -- rooms ----------------------------------------------------------------------
 
-    def _open_channel(self, room: str, wiki: str) -> RoomChannel:
-        channel = RoomChannel(jid=room, wiki=wiki)
-        self._channels[room] = channel
+    def _open_channel(self, room: RoomSpec) -> RoomChannel:
+        channel = RoomChannel(spec=room)
+        self._channels[room.jid] = channel
         channel.task = asyncio.get_running_loop().create_task(
-            self._run_channel(channel), name=f"room {room}"
+            self._run_channel(channel), name=f"room {room.jid}"
         )
         return channel
 
@@ -330,8 +334,9 @@ class XmppSink:
     async def _configure(self, channel: RoomChannel) -> None:
         muc = self.client.plugin["xep_0045"]
         wanted = dict(ROOM_CONFIG)
-        wanted["muc#roomconfig_roomdesc"] = self.room_settings.description.format(wiki=channel.wiki)
-        wanted["muc#roomconfig_roomname"] = channel.wiki
+        wanted["muc#roomconfig_roomdesc"] = channel.spec.description
+        wanted["muc#roomconfig_roomname"] = channel.spec.title
+        wanted["muc#roomconfig_membersonly"] = channel.spec.members_only
         try:
             form = await muc.get_room_config(channel.jid, timeout=20)
         except (IqError, IqTimeout, ValueError) as exc:
@@ -349,6 +354,10 @@ class XmppSink:
             submit.add_field(var="FORM_TYPE", value="http://jabber.org/protocol/muc#roomconfig")
         try:
             await muc.set_room_config(channel.jid, submit, timeout=20)
+            for member in channel.spec.members:
+                await muc.set_affiliation(
+                    channel.jid, "member", jid=slixmpp.JID(member), timeout=20
+                )
         except (IqError, IqTimeout) as exc:
             log.warning("cannot configure %s: %s", channel.jid, exc)
 
