@@ -84,3 +84,31 @@ async def running_bridge(config: BridgeConfig) -> Bridge:
 
 async def eventually(action: Callable[[], Awaitable[None]]) -> None:
     await action()
+
+
+async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
+    """Every stable id in `room`'s archive (XEP-0313), in archive order, duplicates kept."""
+    import slixmpp
+
+    client = slixmpp.ClientXMPP(prosody.jid("intruder"), "intruderpass")
+    for plugin in ("xep_0059", "xep_0313"):
+        client.register_plugin(plugin)
+    client.enable_direct_tls = False
+    client.ca_certs = prosody.ca_file
+    started = asyncio.Event()
+    client.add_event_handler("session_start", lambda _: started.set())
+    client.connect(prosody.host, prosody.c2s_port)
+    ids: list[str] = []
+    try:
+        await asyncio.wait_for(started.wait(), 20)
+        mam = client.plugin["xep_0313"]
+
+        async def read() -> None:
+            async for message in mam.iterate(jid=slixmpp.JID(room), rsm={"max": 500}):
+                for origin in message.xml.iter("{urn:xmpp:sid:0}origin-id"):
+                    ids.append(origin.get("id"))
+
+        await asyncio.wait_for(read(), 60)
+    finally:
+        client.disconnect()
+    return ids

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from xmlrc_emitter.wire import Rejection, decode_datagram
 
 from .config import BridgeConfig
-from .route import Router, RoutingError
+from .httpd import OpsServer
+from .metrics import PublishMetrics, make_registry
+from .route import Router, RoutingError, UnknownWikiError
 from .sink.xmpp import XmppSink
+from .source.edge import IN_PENALTY_BOX, EdgeGuard
 from .source.udp import UdpSource
+from .throttled_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -29,67 +32,98 @@ class BridgeStats:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-class RateLimitedLog:
-    """At most `burst` warnings per `period` seconds; the rest are counted, then summarised."""
-
-    def __init__(self, logger: logging.Logger, burst: int = 10, period: float = 60.0) -> None:
-        self.logger = logger
-        self.burst = burst
-        self.period = period
-        self._window_start = 0.0
-        self._count = 0
-        self._suppressed = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self.period:
-            if self._suppressed:
-                self.logger.warning("%d more similar warnings suppressed", self._suppressed)
-            self._window_start, self._count, self._suppressed = now, 0, 0
-        self._count += 1
-        if self._count <= self.burst:
-            self.logger.warning(message, *args)
-        else:
-            self._suppressed += 1
-
-
 class Bridge:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.stats = BridgeStats()
-        self.router = Router(config.rooms.service, config.rooms.room, config.rooms.description)
-        self.sink = XmppSink(config.xmpp, config.rooms, queue_size=config.delivery.queue_size)
+        #: Allowlist, per-source rate limit and signatures, before anything is decoded.
+        self.edge = EdgeGuard.from_settings(config.udp)
+        self.publish_metrics = PublishMetrics()
+        self.router = Router.from_settings(config.rooms)
+        self.sink = XmppSink(
+            config.xmpp,
+            config.rooms,
+            queue_size=config.delivery.queue_size,
+            max_stanzas_per_second=config.delivery.max_stanzas_per_second,
+            max_bytes_per_second=config.delivery.max_bytes_per_second,
+            on_published=self.publish_metrics.on_published,
+        )
         self.sources = [
             UdpSource(host, port, self.on_datagram, receive_buffer=config.udp.receive_buffer)
             for host, port in config.udp.listen
         ]
         self.addresses: list[tuple[str, int]] = []
+        #: This bridge's own Prometheus registry, and /metrics + /healthz when [http] is set.
+        self.metrics = make_registry(self)
+        self.http = (
+            OpsServer(self, self.metrics, *config.http.listen) if config.http.listen else None
+        )
+        self.http_address: tuple[str, int] | None = None
         self._bad_input_log = RateLimitedLog(log)
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         await self.sink.start()
-        for wiki in self.config.rooms.wikis:
-            self.sink.open_room(self.router.wiki_room(wiki))
+        for room in self.router.static_rooms:
+            self.sink.open_room(room)
         for source in self.sources:
             self.addresses.append(await source.start())
+        if self.http is not None:
+            self.http_address = await self.http.start()
 
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         self.stats.received += 1
-        result = decode_datagram(data, max_bytes=self.config.udp.max_datagram)
+        payload = self.edge.admit(data, addr[0])
+        if isinstance(payload, Rejection):
+            self.stats.rejected[payload.reason.value] += 1
+            if payload is not IN_PENALTY_BOX:  # one line when a source enters the box is enough
+                self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], payload)
+            return
+        result = decode_datagram(payload, max_bytes=self.config.udp.max_datagram)
         if isinstance(result, Rejection):
             self.stats.rejected[result.reason.value] += 1
             self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], result)
             return
         try:
-            rooms = self.router.rooms_for(result)
-        except RoutingError as exc:
-            self.stats.rejected["bad_room"] += 1
-            self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], exc)
+            change, rooms = self.router.route(result)
+        except RoutingError as exc:  # UnknownWikiError too: reason "unknown_wiki"
+            self.stats.rejected[exc.reason] += 1
+            if not isinstance(exc, UnknownWikiError):  # dropping those is what was asked
+                self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], exc)
             return
         self.stats.accepted += 1
         for room in rooms:
-            self.sink.submit(room, result)
+            self.sink.submit(room, change)
+
+    def reload(self, config: BridgeConfig) -> None:
+        """Route by `config` from now on ([rooms] and [wikis.*]); the connection stays up.
+
+        Rooms the new config names are created and joined now; a room only an
+        unknown wiki needs, on its first change. Rooms no longer routed to are
+        kept (the bridge stays in them). Other sections need a restart.
+        """
+        router = Router.from_settings(config.rooms)
+        ignored = [
+            f.name
+            for f in fields(config)
+            if f.name not in ("rooms", "source")
+            and getattr(config, f.name) != getattr(self.config, f.name)
+        ]
+        if config.rooms.nick != self.config.rooms.nick:
+            ignored.append("rooms.nick")
+        if ignored:
+            log.warning("reload: changes to %s take effect after a restart", ", ".join(ignored))
+        self.router = router
+        self.config = replace(self.config, rooms=config.rooms, source=config.source)
+        for room in router.static_rooms:
+            self.sink.open_room(room)
+        log.info(
+            "reloaded routing from %s: %d rooms in the config, %d filtered, unknown wikis: %s",
+            config.source,
+            len(router.static_rooms),
+            len(router.filtered),
+            router.unknown_wikis,
+        )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop intake, deliver what is queued (bounded by `drain_timeout`), disconnect."""
@@ -100,4 +134,6 @@ class Bridge:
         if self.sink.pending and not await self.sink.drain(drain_timeout):
             log.warning("stopping with %d changes undelivered", self.sink.pending)
         await self.sink.stop()
+        if self.http is not None:
+            await self.http.stop()
         self._stopped.set()

@@ -6,10 +6,17 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .config import BridgeConfig, ConfigError, load_config
+from .effective import effective_toml
+from .logs import setup_logging
+from .route import Router, RoutingError
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
 
 log = logging.getLogger("udp2xmpp")
 
@@ -18,12 +25,21 @@ log = logging.getLogger("udp2xmpp")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option(
     "--log-level",
-    default="info",
-    show_default=True,
+    default=None,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Default: log.level from the config, else info.",
+)
+@click.option(
+    "--log-format",
+    default=None,
+    type=click.Choice(["auto", "json", "text"]),
+    help="JSON lines, or text; auto: text on a terminal, JSON otherwise "
+    "(default: log.format from the config, else auto).",
 )
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, log_level: str | None, log_format: str | None
+) -> None:
     """Bridge wiki recent changes from UDP datagrams into XMPP rooms.
 
     Run it with: udp2xmpp --config bridge.toml
@@ -35,35 +51,24 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     if config_path is None:
         raise click.UsageError("--config FILE is required")
     config = _load(config_path)
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("slixmpp").setLevel(max(logging.WARNING, logging.getLogger().level))
-    sys.exit(asyncio.run(run(config)))
+    setup_logging(log_format or config.log.format, log_level or config.log.level)
+    sys.exit(asyncio.run(run(config, config_path)))
 
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 @click.pass_context
 def check(ctx: click.Context, config_path: str | None) -> None:
-    """Validate a config file and print the effective settings (secrets hidden)."""
+    """Validate a config file and print the effective config, as TOML (secrets hidden)."""
     path = config_path or ctx.obj.get("config_path")
     if path is None:
         raise click.UsageError("--config FILE is required")
     config = _load(path)
     click.echo(f"# {config.source}: valid")
-    click.echo(
-        f"xmpp: jid={config.xmpp.jid} host={config.xmpp.host or '(from jid)'} "
-        f"port={config.xmpp.port} ca_file={config.xmpp.ca_file} password=***"
-    )
-    click.echo(
-        f"udp: listen={', '.join(f'{h}:{p}' for h, p in config.udp.listen)} "
-        f"receive_buffer={config.udp.receive_buffer}"
-    )
-    click.echo(f"rooms: {config.rooms.room}@{config.rooms.service} nick={config.rooms.nick}")
-    click.echo(f"delivery: queue_size={config.delivery.queue_size}")
+    click.echo("# The effective config: every key, defaults filled in; secrets shown as ***.")
+    rooms = Router.from_settings(config.rooms).static_rooms
+    click.echo("# Rooms joined at startup: " + (", ".join(room.jid for room in rooms) or "-"))
+    click.echo(effective_toml(config), nl=False)
 
 
 def _load(path: str) -> BridgeConfig:
@@ -74,8 +79,11 @@ def _load(path: str) -> BridgeConfig:
         sys.exit(2)
 
 
-async def run(config: BridgeConfig) -> int:
-    """Run until SIGTERM or SIGINT, then drain and leave. Returns the exit status."""
+async def run(config: BridgeConfig, config_path: str | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then drain and leave. Returns the exit status.
+
+    With `config_path`, SIGHUP re-reads that file and reloads the routing.
+    """
     from .bridge import Bridge
 
     bridge = Bridge(config)
@@ -89,8 +97,21 @@ async def run(config: BridgeConfig) -> int:
         log.error("cannot listen: %s", exc)
         await bridge.stop(drain_timeout=0)
         return 1
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, bridge, config_path)
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)  # no reload while stopping
     log.info("stopping: draining queues")
     await bridge.stop()
     log.info("stopped")
     return 0
+
+
+def _reload(bridge: Bridge, path: str) -> None:
+    """SIGHUP: re-read the config; apply its routing, or keep the old one if it is invalid."""
+    log.info("SIGHUP: reloading the routing from %s", path)
+    try:
+        config = load_config(path)
+        bridge.reload(config)
+    except (ConfigError, RoutingError) as exc:
+        log.error("reload failed, keeping the old routing: invalid config: %s", exc)

@@ -17,7 +17,12 @@ from slixmpp.jid import JID, InvalidJID
 
 from xmlrc_emitter.wire.coerce import WIKI_ID
 
+from .route.model import RoutingSettings
+from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing
+
 PASSWORD_ENV = "UDP2XMPP_PASSWORD"  # noqa: S105 - a variable name, not a password
+#: Where udp.secret comes from when the config names none (optional).
+SECRET_ENV = "UDP2XMPP_SECRET"  # noqa: S105 - a variable name, not a secret
 
 
 class ConfigError(ValueError):
@@ -27,12 +32,33 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class XmppSettings:
     jid: str
-    password: str
+    password: str = field(repr=False)  # never in a log line or traceback
     host: str | None = None
     port: int = 5222
     ca_file: str | None = None
     #: Off only for throwaway servers on loopback; verification is the default.
     verify_tls: bool = True
+    #: "client" (c2s, STARTTLS, XEP-0198) or "component" (XEP-0114, for high volume).
+    mode: str = "client"
+    #: In component mode: the local part the bridge speaks as (user@component.domain).
+    component_user: str = "bridge"
+    #: Seconds between XEP-0410 self-pings of each room, and the answer deadline.
+    self_ping_interval: float = 60.0
+    ping_timeout: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """Per-source token bucket with a penalty box (``[udp.rate_limit]``)."""
+
+    enabled: bool = True
+    #: Datagrams per second a source may send, sustained, and in one burst.
+    per_source_rate: float = 5000.0
+    burst: int = 20_000
+    #: How long a source over its budget is ignored.
+    penalty_seconds: float = 10.0
+    #: Sources remembered (least recently seen forgotten first).
+    max_sources: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +67,16 @@ class UdpSettings:
     #: Kernel receive buffer to ask for; a burst waits there while we work.
     receive_buffer: int = 8 * 1024 * 1024
     max_datagram: int = 65507
+    #: Source networks allowed to send (CIDR); others are dropped (reason not_allowed).
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: Shared secret of signed datagrams (HMAC-SHA256); never printed.
+    secret: str | None = field(default=None, repr=False)
+    require_signature: bool = False
+    #: Seconds a signature stays valid, either side of our clock.
+    signature_window: int = 300
+    #: Recent signatures remembered to refuse replays.
+    replay_memory: int = 100_000
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +85,33 @@ class RoomSettings:
     room: str = "{wiki}"
     nick: str = "rcbot"
     description: str = "Recent changes of {wiki}, from xmlrc"
-    #: Wikis whose rooms are created and joined at startup, before their first change.
+    #: Known wikis (default rooms), created and joined at startup, before their first change.
     wikis: tuple[str, ...] = ()
+    #: Unknown-wiki policy, the all-wikis room, [wikis.NAME] overrides, filtered rooms.
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
     #: Changes held per room while the server is away; past it the oldest are dropped.
     queue_size: int = 100_000
+    #: Global outbound limits, kept under the server's own throttling (0: no limit).
+    max_stanzas_per_second: float = 2000.0
+    max_bytes_per_second: float = 4_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The /metrics and /healthz listener; off when `listen` is None."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    #: "auto" (JSON lines unless stderr is a terminal), "json" or "text".
+    format: str = "auto"
+    level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +120,8 @@ class BridgeConfig:
     udp: UdpSettings
     rooms: RoomSettings
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     source: str = "<memory>"
 
 
@@ -84,18 +141,23 @@ def parse_config(
     data: dict[str, Any], *, base_dir: Path = Path("."), source: str = "<memory>"
 ) -> BridgeConfig:
     reader = _Reader(data)
-    known = {"xmpp", "udp", "rooms", "delivery"}
+    known = {"xmpp", "udp", "rooms", "delivery", "wikis", "http", "log"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
     xmpp = reader.section("xmpp")
     jid_text = reader.text(xmpp, "xmpp.jid")
+    mode = reader.opt_text(xmpp, "xmpp.mode") or "client"
+    if mode not in ("client", "component"):
+        raise ConfigError(f'xmpp.mode: must be "client" or "component", got {mode!r}')
     try:
         jid = JID(jid_text)
     except InvalidJID as exc:
         raise ConfigError(f"xmpp.jid: not a valid JID: {exc}") from None
-    if not jid.user:
+    if mode == "client" and not jid.user:
         raise ConfigError("xmpp.jid: needs a user part (user@domain)")
+    if mode == "component" and (jid.user or jid.resource):
+        raise ConfigError("xmpp.jid: in component mode, the component's domain alone")
     ca_file = reader.opt_text(xmpp, "xmpp.ca_file")
     if ca_file is not None:
         ca_path = (base_dir / ca_file).resolve()
@@ -106,15 +168,19 @@ def parse_config(
         jid=str(jid),
         password=_password(reader, xmpp, base_dir),
         host=reader.opt_text(xmpp, "xmpp.host"),
-        port=reader.port(xmpp, "xmpp.port", 5222),
+        port=reader.port(xmpp, "xmpp.port", 5222 if mode == "client" else 5347),
         ca_file=ca_file,
         verify_tls=reader.flag(xmpp, "xmpp.verify_tls", True),
+        mode=mode,
+        component_user=reader.opt_text(xmpp, "xmpp.component_user") or "bridge",
+        self_ping_interval=reader.number(xmpp, "xmpp.self_ping_interval", 60.0, low=1.0),
+        ping_timeout=reader.number(xmpp, "xmpp.ping_timeout", 20.0, low=1.0),
     )
     reader.no_unknown(
         xmpp,
         "xmpp",
         {"jid", "password", "password_file", "password_env", "host", "port"}
-        | {"ca_file", "verify_tls"},
+        | {"ca_file", "verify_tls", "mode", "component_user", "self_ping_interval", "ping_timeout"},
     )
 
     udp = reader.section("udp", required=False)
@@ -126,8 +192,9 @@ def parse_config(
         listen=tuple(parse_hostport(item, "udp.listen") for item in listens),
         receive_buffer=reader.integer(udp, "udp.receive_buffer", 8 * 1024 * 1024, low=65536),
         max_datagram=reader.integer(udp, "udp.max_datagram", 65507, low=512, high=65507),
+        **_udp_edge(reader, udp, base_dir),
     )
-    reader.no_unknown(udp, "udp", {"listen", "receive_buffer", "max_datagram"})
+    reader.no_unknown(udp, "udp", {"listen", "receive_buffer", "max_datagram"} | _UDP_EDGE_KEYS)
 
     rooms = reader.section("rooms")
     template = reader.opt_text(rooms, "rooms.room") or "{wiki}"
@@ -140,28 +207,158 @@ def parse_config(
     service = reader.text(rooms, "rooms.service")
     if "@" in service or "/" in service:
         raise ConfigError("rooms.service: a MUC service domain, like conference.example.org")
+    room_description = (
+        reader.opt_text(rooms, "rooms.description") or "Recent changes of {wiki}, from xmlrc"
+    )
+    known_wikis = _wiki_list(rooms.get("wikis", []), "rooms.wikis")
+    try:
+        routing = parse_routing(
+            rooms,
+            data.get("wikis"),
+            service=service,
+            template=template,
+            description=room_description,
+            known_wikis=known_wikis,
+        )
+    except RoutingConfigError as exc:
+        raise ConfigError(str(exc)) from None
     room_settings = RoomSettings(
         service=service,
         room=template,
         nick=reader.opt_text(rooms, "rooms.nick") or "rcbot",
-        description=reader.opt_text(rooms, "rooms.description")
-        or "Recent changes of {wiki}, from xmlrc",
-        wikis=_wiki_list(rooms.get("wikis", []), "rooms.wikis"),
+        description=room_description,
+        wikis=known_wikis,
+        routing=routing,
     )
-    reader.no_unknown(rooms, "rooms", {"service", "room", "nick", "description", "wikis"})
+    reader.no_unknown(
+        rooms, "rooms", {"service", "room", "nick", "description", "wikis"} | ROOMS_KEYS
+    )
 
     delivery = reader.section("delivery", required=False)
     delivery_settings = DeliverySettings(
-        queue_size=reader.integer(delivery, "delivery.queue_size", 100_000, low=1)
+        queue_size=reader.integer(delivery, "delivery.queue_size", 100_000, low=1),
+        max_stanzas_per_second=reader.number(
+            delivery, "delivery.max_stanzas_per_second", 2000.0, low=0.0
+        ),
+        max_bytes_per_second=reader.number(
+            delivery, "delivery.max_bytes_per_second", 4_000_000.0, low=0.0
+        ),
     )
-    reader.no_unknown(delivery, "delivery", {"queue_size"})
+    reader.no_unknown(
+        delivery, "delivery", {"queue_size", "max_stanzas_per_second", "max_bytes_per_second"}
+    )
     return BridgeConfig(
         xmpp=xmpp_settings,
         udp=udp_settings,
         rooms=room_settings,
         delivery=delivery_settings,
+        http=_http_settings(reader),
+        log=_log_settings(reader),
         source=source,
     )
+
+
+_UDP_EDGE_KEYS = {"allow", "secret", "secret_file", "secret_env", "require_signature"} | {
+    "signature_window",
+    "replay_memory",
+    "rate_limit",
+}
+LOG_FORMATS = ("auto", "json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The [udp] keys of the edge: allow, secret, require_signature, rate_limit."""
+    from .source.allow import parse_network
+
+    allow_value = udp.get("allow", ["127.0.0.0/8", "::1/128"])
+    if isinstance(allow_value, str):
+        allow_value = [allow_value]
+    if not isinstance(allow_value, list) or not all(isinstance(a, str) for a in allow_value):
+        raise ConfigError('udp.allow: must be a list of networks, like ["10.0.0.0/8"]')
+    allow = []
+    for item in allow_value:
+        try:
+            allow.append(str(parse_network(item)))
+        except ValueError:
+            raise ConfigError(f"udp.allow: {item!r} is not a network (CIDR)") from None
+    secret = _udp_secret(reader, udp, base_dir)
+    require = reader.flag(udp, "udp.require_signature", False)
+    if require and secret is None:
+        raise ConfigError("udp.require_signature: needs udp.secret (or secret_file, secret_env)")
+    limits = udp.get("rate_limit", {})
+    if not isinstance(limits, dict):
+        raise ConfigError("udp.rate_limit: must be a table [udp.rate_limit]")
+    rate_limit = RateLimitSettings(
+        enabled=reader.flag(limits, "udp.rate_limit.enabled", True),
+        per_source_rate=reader.number(limits, "udp.rate_limit.per_source_rate", 5000.0, low=0.001),
+        burst=reader.integer(limits, "udp.rate_limit.burst", 20_000, low=1),
+        penalty_seconds=reader.number(limits, "udp.rate_limit.penalty_seconds", 10.0),
+        max_sources=reader.integer(limits, "udp.rate_limit.max_sources", 10_000, low=1),
+    )
+    reader.no_unknown(
+        limits,
+        "udp.rate_limit",
+        {"enabled", "per_source_rate", "burst", "penalty_seconds", "max_sources"},
+    )
+    return {
+        "allow": tuple(allow),
+        "secret": secret,
+        "require_signature": require,
+        "signature_window": reader.integer(udp, "udp.signature_window", 300, low=1, high=86400),
+        "replay_memory": reader.integer(udp, "udp.replay_memory", 100_000, low=1),
+        "rate_limit": rate_limit,
+    }
+
+
+def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | None:
+    """udp.secret, udp.secret_file, udp.secret_env, or the UDP2XMPP_SECRET variable if set."""
+    given = [k for k in ("secret", "secret_file", "secret_env") if k in udp]
+    if len(given) > 1:
+        raise ConfigError(f"udp.{given[1]}: give only one of secret, secret_file, secret_env")
+    if "secret" in udp:
+        value = reader.text(udp, "udp.secret")
+        where = "udp.secret"
+    elif "secret_file" in udp:
+        path = base_dir / reader.text(udp, "udp.secret_file")
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"udp.secret_file: {path}: {exc.strerror}") from None
+        where = "udp.secret_file"
+    else:
+        env_name = reader.opt_text(udp, "udp.secret_env")
+        value = os.environ.get(env_name or SECRET_ENV, "")
+        if not value:
+            if env_name:
+                raise ConfigError(f"udp.secret_env: the variable {env_name} is not set")
+            return None
+        where = "udp.secret_env" if env_name else f"the {SECRET_ENV} variable"
+    if len(value.encode("utf-8")) < 16:
+        raise ConfigError(
+            f"{where}: the secret is too short (16 bytes at least; try: openssl rand -hex 32)"
+        )
+    return value
+
+
+def _http_settings(reader: _Reader) -> HttpSettings:
+    http = reader.section("http", required=False)
+    reader.no_unknown(http, "http", {"listen"})
+    if "listen" not in http:
+        return HttpSettings()
+    return HttpSettings(listen=parse_hostport(http["listen"], "http.listen"))
+
+
+def _log_settings(reader: _Reader) -> LogSettings:
+    section = reader.section("log", required=False)
+    reader.no_unknown(section, "log", {"format", "level"})
+    fmt = reader.opt_text(section, "log.format") or "auto"
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"log.format: one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    level = reader.opt_text(section, "log.level") or "info"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log.level: one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return LogSettings(format=fmt, level=level)
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
@@ -246,6 +443,14 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(f"{key}: must be between {low} and {high}, got {value}")
         return value
+
+    def number(self, table: dict[str, Any], key: str, default: float, *, low: float = 0.0) -> float:
+        value = table.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        if value < low:
+            raise ConfigError(f"{key}: must be at least {low}, got {value}")
+        return float(value)
 
     def port(self, table: dict[str, Any], key: str, default: int) -> int:
         return self.integer(table, key, default, low=1, high=65535)

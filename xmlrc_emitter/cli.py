@@ -2,18 +2,23 @@
 
 echo '{"wiki":"enwiki","type":"edit","namespace":0,"title":"Foo",...}' | xmlrc-emit
 xmlrc-emit --wiki enwiki --title Foo --user Alice --comment "typo" --rcid 14
+xmlrc-emit --secret-file /etc/xmlrc/udp-secret ...    # signed datagrams
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
 from .emitter import Emitter
 from .wire import DatagramFormat, DecodeError, RecentChange, change_from_json
+
+SECRET_ENV = "XMLRC_SECRET"  # noqa: S105 - a variable name, not a secret
 
 
 @click.command()
@@ -27,6 +32,18 @@ from .wire import DatagramFormat, DecodeError, RecentChange, change_from_json
     help="Datagram format.",
 )
 @click.option("--prefix", default=None, help="Line prefix, as udp://host:port/PREFIX sends.")
+@click.option(
+    "--secret",
+    default=None,
+    help="Sign every datagram with this shared secret (the bridge's udp.secret). "
+    "Also from $XMLRC_SECRET.",
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Read the shared secret from this file (surrounding whitespace ignored).",
+)
 @click.option("--wiki", help="Wiki ID; with it, the change is built from these options.")
 @click.option("--type", "change_type", default="edit", show_default=True)
 @click.option("--ns", type=int, default=0, show_default=True)
@@ -46,6 +63,8 @@ def main(
     target: str,
     fmt: str,
     prefix: str | None,
+    secret: str | None,
+    secret_file: str | None,
     wiki: str | None,
     change_type: str,
     ns: int,
@@ -70,7 +89,15 @@ def main(
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected HOST:PORT", param_hint="--target")
-    with Emitter(host.strip("[]"), int(port), fmt=fmt, prefix=prefix) as emitter:
+    if secret_file is not None:
+        if secret is not None:
+            raise click.UsageError("give --secret or --secret-file, not both")
+        secret = Path(secret_file).read_text(encoding="utf-8").strip()
+    elif secret is None:
+        secret = os.environ.get(SECRET_ENV)
+    if secret is not None and not secret:
+        raise click.BadParameter("the secret is empty", param_hint="--secret")
+    with Emitter(host.strip("[]"), int(port), fmt=fmt, prefix=prefix, secret=secret) as emitter:
         if wiki is not None:
             if title is None:
                 raise click.UsageError("--title is required with --wiki")

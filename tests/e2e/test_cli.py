@@ -53,8 +53,8 @@ def test_check_prints_the_effective_config(tmp_path: Path, prosody: ProsodyServe
         text=True, timeout=30, env={"TEST_BRIDGE_PASSWORD": "secret"}, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "valid" in result.stdout and "password=***" in result.stdout
-    assert "secret" not in result.stdout
+    assert "valid" in result.stdout and 'password = "***"' in result.stdout
+    assert '"secret"' not in result.stdout  # the password's value (a TOML string) is hidden
 
 
 def test_invalid_config_stops_startup_naming_the_key(tmp_path: Path) -> None:

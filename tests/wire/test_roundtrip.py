@@ -153,3 +153,18 @@ def test_illegal_xml_characters_are_replaced_not_fatal(text: str) -> None:
     )
     element = etree.fromstring(change_to_xml(change))  # lxml refuses illegal characters
     assert not has_illegal_xml_chars(element.get("comment"))
+
+
+@given(changes())
+@settings(max_examples=200)
+def test_fast_serializer_writes_the_same_element_as_elementtree(change: RecentChange) -> None:
+    import xml.etree.ElementTree as ET
+
+    from xmlrc_emitter.wire.rcxml import change_to_element, change_to_xml_text
+
+    def shape(element: etree._Element) -> tuple[object, ...]:
+        return (element.tag, dict(element.attrib), element.text, [shape(c) for c in element])
+
+    fast = etree.fromstring(change_to_xml_text(change).encode())
+    reference = etree.fromstring(ET.tostring(change_to_element(change)))
+    assert shape(fast) == shape(reference)

@@ -1,5 +1,23 @@
 """Route: which rooms a change goes to. Pure code, no I/O."""
 
-from .router import RoomSpec, Router, RoutingError
+from .model import (
+    ChangeFilter,
+    FilteredRoom,
+    RoomSpec,
+    RoutingError,
+    RoutingSettings,
+    UnknownWikiError,
+    WikiOverride,
+)
+from .router import Router
 
-__all__ = ["RoomSpec", "Router", "RoutingError"]
+__all__ = [
+    "ChangeFilter",
+    "FilteredRoom",
+    "RoomSpec",
+    "Router",
+    "RoutingError",
+    "RoutingSettings",
+    "UnknownWikiError",
+    "WikiOverride",
+]

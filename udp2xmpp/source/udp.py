@@ -62,6 +62,11 @@ class UdpSource:
             except Exception:  # one datagram must never stop the intake
                 log.exception("datagram handler failed")
 
+    @property
+    def listening(self) -> bool:
+        """Whether datagrams are being received (bound, and the receive task alive)."""
+        return self._task is not None and not self._task.done()
+
     def close(self) -> None:
         """Stop receiving (what the kernel still holds is not read)."""
         if self._task is not None:

@@ -7,6 +7,7 @@
 - `mwxml`: MediaWiki's ``XMLRCFeedFormatter``.
 - `apijson`: the action API's ``list=recentchanges`` JSON.
 - `ircline`: the readable ``<body>`` line.
+- `signing`: signed datagrams (HMAC-SHA256, time, replay memory).
 """
 
 from .datagram import MAX_DATAGRAM, DatagramFormat, decode_datagram, encode_datagram
@@ -15,6 +16,7 @@ from .ircline import change_to_line
 from .jsonfeed import change_from_json, change_to_json
 from .model import RecentChange
 from .rcxml import NAMESPACE, change_from_element, change_to_element, change_to_xml
+from .signing import SignatureChecker, sign, verify
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -24,6 +26,7 @@ __all__ = [
     "RecentChange",
     "RejectReason",
     "Rejection",
+    "SignatureChecker",
     "change_from_element",
     "change_from_json",
     "change_to_element",
@@ -32,4 +35,6 @@ __all__ = [
     "change_to_xml",
     "decode_datagram",
     "encode_datagram",
+    "sign",
+    "verify",
 ]

@@ -21,6 +21,13 @@ class RejectReason(StrEnum):
     MISSING_FIELD = "missing_field"
     BAD_FIELD = "bad_field"
     BAD_WIKI = "bad_wiki"
+    # At the bridge's edge, before decoding (udp2xmpp):
+    NOT_ALLOWED = "not_allowed"  # source address outside udp.allow
+    RATE_LIMITED = "rate_limited"  # source over its budget, or in the penalty box
+    UNSIGNED = "unsigned"  # no signature where one is required
+    BAD_SIGNATURE = "bad_signature"  # malformed header, unknown version, wrong MAC
+    STALE_SIGNATURE = "stale_signature"  # signed too long ago (or ahead): outside the window
+    REPLAYED = "replayed"  # the same signature seen again within the window
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,100 @@
+-- Prosody 0.12 for xmlrc in production: one host for the bridge's (and the
+-- readers') accounts, a MUC service whose rooms are archived (XEP-0313) in SQL,
+-- stream management for the bridge, no throttling of the bridge.
+--
+-- Install: apt-get install prosody lua-dbi-postgresql (or lua-dbi-sqlite3), copy
+-- this to /etc/prosody/prosody.cfg.lua, replace example.org, then:
+--   prosodyctl check config
+--   prosodyctl adduser rcbot@example.org        # the bridge's account (xmpp.jid)
+--   systemctl restart prosody
+
+admins = { "admin@example.org" }
+
+-- Modules for every host. mod_smacks is XEP-0198: the bridge resends what the
+-- server did not acknowledge. mod_limits throttles clients; the bridge is
+-- exempt below (unlimited_jids), readers stay throttled.
+modules_enabled = {
+	"roster"; "saslauth"; "tls"; "dialback"; "disco";
+	"ping";           -- XEP-0199 keepalives
+	"smacks";         -- XEP-0198 stream management (shipped with 0.12)
+	"carbons"; "blocklist"; "vcard4"; "private";
+	"mam";            -- personal archives (rooms use muc_mam, below)
+	"csi_simple";     -- batches traffic to idle mobile readers
+	"limits";         -- per-connection rate limits, see below
+	"version"; "uptime"; "time";
+	"admin_shell";    -- prosodyctl shell
+	-- "http_openmetrics";  -- Prosody's own /metrics, next to the bridge's
+}
+modules_disabled = { "offline" }  -- rooms are archived; nobody needs offline messages
+
+-- Accounts: created by the operator (prosodyctl adduser), never by strangers.
+allow_registration = false
+authentication = "internal_hashed"
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = true
+
+-- Storage: SQL for everything, so room archives survive restarts and can be large.
+storage = "sql"
+sql = {
+	driver = "PostgreSQL"; database = "prosody"; username = "prosody";
+	password = "change me"; host = "localhost";
+}
+-- Smaller installations: sql = { driver = "SQLite3"; database = "prosody.sqlite" }
+
+-- Throttling: readers are limited, the bridge is not (a busy wiki farm sends
+-- thousands of changes a minute; a throttled bridge would fall behind and its
+-- queues would overflow). The bridge also paces itself (delivery.max_*).
+limits = {
+	c2s = { rate = "10kb/s"; burst = "2s" };
+	s2sin = { rate = "30kb/s"; burst = "2s" };
+}
+unlimited_jids = { "rcbot@example.org" }
+
+-- Stream management: how long a dropped session waits to be resumed, with what
+-- was not acknowledged yet (the bridge resumes instead of logging in again).
+smacks_hibernation_time = 600
+-- The server's queue of unacknowledged stanzas *to* a client: the bridge gets an
+-- echo of every message it sends into a room, so give it room for a burst.
+smacks_max_queue_size = 10000
+
+archive_expires_after = "1w"        -- personal archives (mod_mam)
+
+certificates = "certs"              -- /etc/prosody/certs (prosodyctl cert import /etc/letsencrypt/live)
+
+log = {
+	info = "/var/log/prosody/prosody.log";
+	error = "/var/log/prosody/prosody.err";
+}
+pidfile = "/run/prosody/prosody.pid"
+
+VirtualHost "example.org"
+
+-- The rooms. The bridge creates and configures its rooms itself (persistent,
+-- moderated so only it speaks, archived, described); these are the defaults
+-- and limits of the service.
+Component "conference.example.org" "muc"
+	modules_enabled = {
+		"muc_mam";      -- XEP-0313 room archives: readers catch up on what they missed
+		"muc_unique";   -- unique room names for clients that ask
+	}
+	restrict_room_creation = "local"  -- only accounts of example.org (the bridge) create rooms
+	muc_room_locking = false          -- a created room is usable at once (the bridge configures it)
+	muc_room_default_persistent = true
+	muc_room_default_public = true
+	muc_room_default_moderated = true -- visitors read, only the bridge (owner) has voice
+	muc_room_default_change_subject = false
+	muc_log_by_default = true         -- archive every room...
+	muc_log_all_rooms = true          -- ...whatever its configuration says
+	muc_log_expires_after = "1w"      -- how far back a reader can catch up
+	max_archive_query_results = 500   -- MAM page size for readers catching up
+	max_history_messages = 50         -- the most a room's join history may hold
+	muc_room_default_history_length = 20
+
+-- XEP-0114 component for the bridge's component mode (xmpp.mode = "component",
+-- xmpp.jid = "rc.example.org", xmpp.password = its component_secret, port 5347).
+-- Only needed for very high volume; client mode is the default.
+-- component_ports = { 5347 }
+-- component_interfaces = { "127.0.0.1" }
+-- Component "rc.example.org"
+-- 	component_secret = "change me too"
