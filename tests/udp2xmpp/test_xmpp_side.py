@@ -252,3 +252,23 @@ async def test_room_destroyed_under_the_bridge_is_rejoined(
         admin.disconnect()
         await bridge.stop()
     assert [d.change.rcid for d in got] == list(range(1, 11))
+
+
+async def test_stream_management_counts_the_fast_path(
+    prosody: ProsodyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XEP-0198 stays consistent although messages bypass slixmpp's stanza objects."""
+    bridge = await running_bridge(bridge_config(prosody, rooms={"wikis": ["smwiki"]}))
+    room = f"smwiki@{prosody.muc_domain}"
+    try:
+        await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the room")
+        sm = bridge.sink.client.plugin["xep_0198"]
+        assert sm.enabled_out and sm.enabled_in
+        await stream(bridge, "smwiki", range(1, 301), per_second=1000)
+        await wait_for(lambda: bridge.sink.stats.confirmed == 300, 30, "confirmation")
+        sm.request_ack()
+        await wait_for(lambda: not sm.unacked_queue, 20, "the server's acks")
+        assert sm.last_ack == sm.seq  # the server counted exactly what we counted
+    finally:
+        await bridge.stop()
+    assert "Inconsistent sequence numbers" not in caplog.text
