@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -164,8 +165,13 @@ class RecentChange:
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RecentChange))
 
 
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
 def is_ip_address(text: str) -> bool:
     """True for an IPv4 or IPv6 address, as MediaWiki shows anonymous editors."""
+    if not _IP_CHARS.fullmatch(text):  # most user names: no need to try harder
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:
