@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test demo clean
+.PHONY: install lint test demo fuzz clean
 
 ## install: Debian packages (Prosody, ...) and the .venv with the project
 install:
@@ -21,6 +21,15 @@ test: install lint
 ## demo: run the local end-to-end demo; pass options with ARGS="..."
 demo: install
 	$(BIN)/python -m udp2xmpp.dev.demo $(ARGS)
+
+## fuzz: coverage-guided fuzzing of the datagram decoder (atheris); SECONDS=300 by default
+SECONDS ?= 300
+fuzz: install
+	$(BIN)/pip install --quiet atheris
+	mkdir -p .fuzz-work
+	cd .fuzz-work && ../$(BIN)/python ../tests/fuzz/fuzz_datagram.py . ../tests/fuzz/corpus \
+		../tests/fuzz/found -max_total_time=$(SECONDS) -rss_limit_mb=2048
+	@echo "new inputs are in .fuzz-work; a crash-* file there is a finding: copy it to tests/fuzz/crashes/"
 
 ## clean: remove the virtualenv, caches and build leftovers
 clean:
