@@ -95,3 +95,12 @@ def test_valid_minimal_rc_is_accepted() -> None:
     change = decode_datagram(VALID_RC)
     assert isinstance(change, RecentChange)
     assert change.title == "T" and change.user == "" and change.patrolled is None
+
+
+def test_fields_longer_than_any_wiki_allows_are_refused() -> None:
+    long_comment = VALID_RC.replace(b"/>", b' comment="' + b"x" * 4001 + b'"/>')
+    result = decode_datagram(long_comment)
+    assert isinstance(result, Rejection)
+    assert result.reason == RejectReason.BAD_FIELD
+    assert "comment: longer than 4000" in result.detail
+    assert isinstance(decode_datagram(long_comment.replace(b"x" * 4001, b"x" * 4000)), RecentChange)

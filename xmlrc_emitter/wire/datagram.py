@@ -26,6 +26,18 @@ from .safexml import parse_untrusted
 MAX_DATAGRAM = 65507
 _MAX_PREFIX = 64
 
+#: Longest text accepted per field, in characters. MediaWiki's own limits are
+#: 255 bytes for titles and user names and 500 characters for comments; these
+#: leave room for other wikis while keeping one datagram from making a stanza
+#: large enough to annoy a server or flood a room.
+FIELD_LIMITS = {
+    "title": 1024,
+    "user": 1024,
+    "comment": 4000,
+    "parsedcomment": 16000,
+    "log_action_comment": 16000,
+}
+
 
 class DatagramFormat(StrEnum):
     XMLRC = "xmlrc"
@@ -55,16 +67,24 @@ def _decode(data: bytes, max_bytes: int) -> RecentChange:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(RejectReason.BAD_ENCODING, str(exc)[:200]) from None
-        return jsonfeed.change_from_json_bytes(text)
+        return _within_limits(jsonfeed.change_from_json_bytes(text))
     if first == b"<":
         root = parse_untrusted(payload)
         tag = root.tag if isinstance(root.tag, str) else ""
         if tag in ("rc", rcxml.RC_TAG):
-            return rcxml.change_from_element(root)
+            return _within_limits(rcxml.change_from_element(root))
         if tag == "recentchange":
-            return mwxml.change_from_recentchange(root)
+            return _within_limits(mwxml.change_from_recentchange(root))
         raise DecodeError(RejectReason.UNKNOWN_FORMAT, f"unknown root element <{tag[:40]}>")
     raise DecodeError(RejectReason.UNKNOWN_FORMAT, "neither JSON nor XML")
+
+
+def _within_limits(change: RecentChange) -> RecentChange:
+    for name, limit in FIELD_LIMITS.items():
+        value = getattr(change, name)
+        if value is not None and len(value) > limit:
+            raise DecodeError(RejectReason.BAD_FIELD, f"{name}: longer than {limit} characters")
+    return change
 
 
 def strip_line_prefix(payload: bytes) -> bytes:
