@@ -1,7 +1,26 @@
-"""rcclient: receive wiki recent changes from XMPP rooms as typed objects."""
+"""rcclient: receive wiki recent changes from XMPP rooms as typed objects.
+
+- `RCClient`: the asyncio client (``async with``; ``changes()``, ``events()``,
+  ``@client.on_change(...)``, ``run()``);
+- `iter_changes`: a blocking iterator for scripts and notebooks;
+- `ChangeFilter`: keyword and callable filters combined as all / any / none;
+- `Delivery`, `Gap`: what the client hands out; `RecentChange`: the change.
+"""
 
 from xmlrc_emitter.wire import RecentChange
 
-from .client import Delivery, RCClient, RCClientError
+from .blocking import ChangeStream, iter_changes
+from .client import Delivery, Event, Gap, RCClient, RCClientError
+from .filters import ChangeFilter
 
-__all__ = ["Delivery", "RCClient", "RCClientError", "RecentChange"]
+__all__ = [
+    "ChangeFilter",
+    "ChangeStream",
+    "Delivery",
+    "Event",
+    "Gap",
+    "RCClient",
+    "RCClientError",
+    "RecentChange",
+    "iter_changes",
+]

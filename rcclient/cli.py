@@ -1,17 +1,29 @@
-"""The ``rcclient`` command: ``rcclient tail ROOM...`` prints changes as they happen."""
+"""The ``rcclient`` command: ``rcclient tail ROOM...`` prints changes as they happen.
+
+Errors are one line on stderr (``rcclient: no such room: x@conference...``):
+exit status 1 when the server, the account or a room is the problem, 2 for
+bad options or settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
 import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
 
 import click
 
 from xmlrc_emitter.wire import RecentChange, change_to_json, change_to_line
 
-from .client import RCClient, RCClientError
+from .client import Gap, RCClient, RCClientError
+from .config import Account, ConfigError, parse_since, resolve_account
+from .filters import ChangeFilter
 
 
 @click.group()
@@ -19,23 +31,35 @@ def main() -> None:
     """Follow wiki recent changes published in XMPP rooms."""
 
 
+@dataclass(frozen=True)
+class _Output:
+    as_json: bool
+    colour: bool
+    count: int | None
+
+
 @main.command()
 @click.argument("rooms", nargs=-1, required=True)
-@click.option(
-    "--jid", envvar="RCCLIENT_JID", required=True, help="Your account (or $RCCLIENT_JID)."
-)
-@click.option(
-    "--password",
-    envvar="RCCLIENT_PASSWORD",
-    required=True,
-    help="Its password (or $RCCLIENT_PASSWORD).",
-)
+@click.option("--jid", help="Your account (or $RCCLIENT_JID, or the config file).")
+@click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
 @click.option("--host", help="Server to connect to (default: the JID's domain).")
-@click.option("--port", type=int, default=5222, show_default=True)
+@click.option("--port", type=int, help="Its client port (default 5222).")
+@click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
 @click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA certificate that signed the server's certificate.",
+    "--config",
+    "config_path",
+    help="Config file (TOML, an [account] table); default ~/.config/rcclient.toml.",
+)
+@click.option("--nick", help="Nickname in the rooms (default: your name and a random suffix).")
+@click.option("--wiki", "wikis", multiple=True, help="Only this wiki ID (repeatable).")
+@click.option("--type", "types", multiple=True, help="Only this type: edit, new, log...")
+@click.option("--ns", "namespaces", type=int, multiple=True, help="Only this namespace number.")
+@click.option("--no-bots", is_flag=True, help="Leave out bot changes.")
+@click.option("--user", "users", multiple=True, help="Only changes by this user (repeatable).")
+@click.option("--title-regex", help="Only titles this Python regular expression finds.")
+@click.option("--min-change", type=int, help="Only size changes of at least this many bytes.")
+@click.option(
+    "--max-change", type=int, help="Only size changes of at most this (-500: removals of 500+)."
 )
 @click.option(
     "--json",
@@ -43,55 +67,163 @@ def main() -> None:
     is_flag=True,
     help="One JSON object a line, in the EventStreams recentchange shape.",
 )
-@click.option("--count", type=int, default=None, help="Exit after this many changes.")
+@click.option(
+    "--since",
+    help="First replay the rooms' archives from this time: 10m, 2h, 1d or an ISO time.",
+)
+@click.option(
+    "--resume",
+    "state_file",
+    type=click.Path(dir_okay=False),
+    help="State file: continue after the last change a previous run printed.",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many changes.")
+@click.option("-v", "--verbose", count=True, help="Log what the client does (twice: XMPP too).")
 def tail(
     rooms: tuple[str, ...],
-    jid: str,
-    password: str,
+    jid: str | None,
+    password: str | None,
     host: str | None,
-    port: int,
+    port: int | None,
     ca_file: str | None,
+    config_path: str | None,
+    nick: str | None,
+    wikis: tuple[str, ...],
+    types: tuple[str, ...],
+    namespaces: tuple[int, ...],
+    no_bots: bool,
+    users: tuple[str, ...],
+    title_regex: str | None,
+    min_change: int | None,
+    max_change: int | None,
     as_json: bool,
+    since: str | None,
+    state_file: str | None,
     count: int | None,
+    verbose: int,
 ) -> None:
     """Print every change posted in ROOMS (room JIDs) until interrupted."""
+    _setup_logging(verbose)
     try:
-        asyncio.run(_tail(rooms, jid, password, host, port, ca_file, as_json, count))
+        account = resolve_account(
+            jid=jid, password=password, host=host, port=port, ca_file=ca_file, config=config_path
+        )
+        since_time = parse_since(since) if since else None
+        where = _filter(
+            wikis, types, namespaces, no_bots, users, title_regex, min_change, max_change
+        )
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc), 2)
+    colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    output = _Output(as_json=as_json, colour=colour, count=count)
+    options: dict[str, Any] = {"nick": nick, "since": since_time, "state_file": state_file}
+    try:
+        asyncio.run(_tail(account, rooms, where, output, options))
     except RCClientError as exc:
-        click.echo(f"rcclient: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
+        _fail(str(exc), 1)
+    except ValueError as exc:  # a bad room JID
+        _fail(str(exc), 2)
+    except BrokenPipeError:  # `rcclient tail | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 
 
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"rcclient: {message}", err=True)
+    sys.exit(status)
+
+
+def _setup_logging(verbose: int) -> None:
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "rcclient_cli", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rcclient: %(message)s"))
+    handler.rcclient_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("rcclient").setLevel(logging.INFO if verbose else logging.WARNING)
+    # slixmpp logs tracebacks for conditions we report in one line ourselves.
+    logging.getLogger("slixmpp").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL + 1)
+
+
+def _filter(
+    wikis: tuple[str, ...],
+    types: tuple[str, ...],
+    namespaces: tuple[int, ...],
+    no_bots: bool,
+    users: tuple[str, ...],
+    title_regex: str | None,
+    min_change: int | None,
+    max_change: int | None,
+) -> ChangeFilter:
+    conditions: dict[str, Any] = {}
+    if wikis:
+        conditions["wiki"] = wikis
+    if types:
+        conditions["type"] = types
+    if namespaces:
+        conditions["ns"] = namespaces
+    if no_bots:
+        conditions["bot"] = False
+    if users:
+        conditions["user"] = users
+    if title_regex is not None:
+        conditions["title_regex"] = title_regex
+    if min_change is not None:
+        conditions["min_change"] = min_change
+    if max_change is not None:
+        conditions["max_change"] = max_change
+    return ChangeFilter(**conditions)
+
+
 async def _tail(
+    account: Account,
     rooms: tuple[str, ...],
-    jid: str,
-    password: str,
-    host: str | None,
-    port: int,
-    ca_file: str | None,
-    as_json: bool,
-    count: int | None,
+    where: ChangeFilter,
+    output: _Output,
+    options: dict[str, Any],
 ) -> None:
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if main_task is not None:
+        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    since: datetime | None = options["since"]
+    client = RCClient(
+        account.jid,
+        account.password,
+        rooms,
+        host=account.host,
+        port=account.port,
+        ca_file=account.ca_file,
+        nick=options["nick"],
+        since=since,
+        state_file=options["state_file"],
+    )
+    if not where.empty:
+        client.register_filter(where)
     printed = 0
-    colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    async with RCClient(jid, password, rooms, host=host, port=port, ca_file=ca_file) as client:
-        click.echo(f"# joined {', '.join(rooms)}", err=True)  # stderr: stdout stays data
-        async for delivery in client.deliveries():
-            change = delivery.change
-            if as_json:
-                line = json.dumps(change_to_json(change), ensure_ascii=False)
+    async with client:
+        # On stderr in every mode (stdout stays data), so scripts can wait for it.
+        click.echo(f"# joined {', '.join(client.rooms)}", err=True)
+        async for event in client.events():
+            if isinstance(event, Gap):
+                click.echo(f"rcclient: gap in {event.room}: {event.reason}", err=True)
+                continue
+            if output.as_json:
+                line = json.dumps(change_to_json(event.change), ensure_ascii=False)
             else:
-                line = _text_line(change, delivery.room, colour)
+                line = _text_line(event.change, output.colour)
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
             printed += 1
-            if count is not None and printed >= count:
+            if output.count is not None and printed >= output.count:
                 return
 
 
-def _text_line(change: RecentChange, room: str, colour: bool) -> str:
+def _text_line(change: RecentChange, colour: bool) -> str:
     wiki = f"[{change.wiki}]"
     line = change_to_line(change)
     if not colour:

@@ -1,0 +1,196 @@
+"""Account settings from flags, the environment and a TOML file; ``--since`` values.
+
+The config file (``--config PATH``, ``$RCCLIENT_CONFIG``, or else
+``$XDG_CONFIG_HOME/rcclient.toml``, by default ``~/.config/rcclient.toml``,
+used when it exists)::
+
+    [account]
+    jid = "bot@example.org"
+    password = "..."            # or password_file = "/path/to/file"
+    host = "xmpp.example.org"   # optional, default: the JID's domain
+    port = 5222                 # optional
+    ca_file = "ca.pem"          # optional, relative to the config file
+
+A flag beats the environment (``RCCLIENT_JID``, ``RCCLIENT_PASSWORD``,
+``RCCLIENT_HOST``, ``RCCLIENT_PORT``, ``RCCLIENT_CA_FILE``), which beats the
+file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Account",
+    "ConfigError",
+    "account_from_arguments",
+    "add_account_arguments",
+    "default_config_path",
+    "parse_since",
+    "resolve_account",
+]
+
+ENV_PREFIX = "RCCLIENT_"
+
+
+class ConfigError(Exception):
+    """Settings are missing or wrong; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    jid: str
+    password: str
+    host: str | None = None
+    port: int = 5222
+    ca_file: str | None = None
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rcclient.toml"
+
+
+def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file not found: {path}") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    account = data.get("account", {})
+    if not isinstance(account, dict):
+        raise ConfigError(f"{path}: [account] must be a table")
+    known = {"jid", "password", "password_file", "host", "port", "ca_file"}
+    unknown = sorted(set(account) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key account.{unknown[0]}")
+    for key in ("jid", "password", "password_file", "host", "ca_file"):
+        if key in account and not isinstance(account[key], str):
+            raise ConfigError(f"{path}: account.{key} must be a string")
+    if "port" in account and (
+        isinstance(account["port"], bool) or not isinstance(account["port"], int)
+    ):
+        raise ConfigError(f"{path}: account.port must be a number")
+    out = dict(account)
+    for key in ("password_file", "ca_file"):
+        if key in out:
+            out[key] = str((path.parent / out[key]).expanduser())
+    return out
+
+
+def resolve_account(
+    *,
+    jid: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    ca_file: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Account:
+    """The account from flags (the arguments), the environment and the config file."""
+    env = os.environ if environ is None else environ
+    explicit = config is not None or bool(env.get(f"{ENV_PREFIX}CONFIG"))
+    path = Path(config or env.get(f"{ENV_PREFIX}CONFIG") or default_config_path(env))
+    file = _load_file(path.expanduser(), explicit)
+
+    def pick(flag: Any, name: str) -> Any:
+        if flag is not None:
+            return flag
+        value = env.get(f"{ENV_PREFIX}{name.upper()}")
+        if value:
+            return value
+        return file.get(name)
+
+    jid = pick(jid, "jid")
+    password = pick(password, "password")
+    if password is None and file.get("password_file"):
+        try:
+            password = Path(file["password_file"]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read password file {file['password_file']}: {exc.strerror}"
+            ) from None
+    if not jid:
+        raise ConfigError(f"no account: give --jid, set {ENV_PREFIX}JID or add jid to {path}")
+    if password is None:
+        raise ConfigError(
+            f"no password for {jid}: give --password, set {ENV_PREFIX}PASSWORD "
+            f"or add password to {path}"
+        )
+    raw_port = pick(port, "port")
+    try:
+        port_number = int(raw_port) if raw_port is not None else 5222
+    except ValueError:
+        raise ConfigError(f"bad port: {raw_port!r}") from None
+    if not 0 < port_number < 65536:
+        raise ConfigError(f"bad port: {port_number}")
+    ca = pick(ca_file, "ca_file")
+    if ca is not None and not Path(ca).is_file():
+        raise ConfigError(f"CA file not found: {ca}")
+    return Account(
+        jid=str(jid), password=str(password), host=pick(host, "host"), port=port_number, ca_file=ca
+    )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: a duration before now (``90s``, ``10m``, ``2h``, ``1d``, ``1h30m``)
+    or an ISO 8601 time (``2026-01-02T03:04:05Z``; without an offset, UTC)."""
+    value = text.strip()
+    moment = now or datetime.now(UTC)
+    if value and _DURATION.sub("", value.replace(" ", "")) == "":
+        seconds = sum(
+            float(amount) * _UNITS[unit]
+            for amount, unit in _DURATION.findall(value.replace(" ", ""))
+        )
+        return moment - timedelta(seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        raise ConfigError(
+            f"--since: expected a duration (10m, 2h, 1d) or an ISO time, not {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def add_account_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--jid --password --host --port --ca-file --config`` to a script's parser."""
+    group = parser.add_argument_group("account (else $RCCLIENT_*, else the config file)")
+    group.add_argument("--jid", help="your XMPP account")
+    group.add_argument("--password", help="its password")
+    group.add_argument("--host", help="server to connect to (default: the JID's domain)")
+    group.add_argument("--port", type=int, help="its client port (default 5222)")
+    group.add_argument("--ca-file", help="CA certificate (PEM) of the server")
+    group.add_argument("--config", help="config file (default ~/.config/rcclient.toml)")
+
+
+def account_from_arguments(args: argparse.Namespace) -> Account:
+    """The account from what `add_account_arguments` parsed, the environment and the file."""
+    return resolve_account(
+        jid=args.jid,
+        password=args.password,
+        host=args.host,
+        port=args.port,
+        ca_file=args.ca_file,
+        config=args.config,
+    )
