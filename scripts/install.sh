@@ -53,6 +53,54 @@ else
     say "Debian packages present"
 fi
 
+# --- 1b. MediaWiki, for the end-to-end tests -----------------------------------
+# tests/mediawiki and tests/rc2udp run a real MediaWiki (udp2xmpp/dev/mediawiki.py):
+# Debian's package, SQLite, served by PHP's built-in server (php -S), so no
+# Apache. The package depends on "apache2 | httpd": an empty local package
+# that provides "httpd" satisfies it; php8.2-cgi satisfies php8.2's need for
+# a web SAPI. (The test harness does the same when it runs as root.)
+
+MEDIAWIKI_PACKAGES=(mediawiki php-sqlite3 php-cli php8.2-cgi)
+DUMMY_HTTPD=xmlrc-httpd-dummy
+
+installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
+
+mw_missing=()
+for package in "${MEDIAWIKI_PACKAGES[@]}"; do
+    installed "$package" || mw_missing+=("$package")
+done
+
+if ((${#mw_missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        die "MediaWiki (for the tests) is missing; as root run: bash scripts/install.sh"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! installed "$DUMMY_HTTPD"; then
+        say "installing $DUMMY_HTTPD (provides httpd, so mediawiki does not pull in Apache)"
+        dummy=$(mktemp -d)
+        mkdir -p "$dummy/pkg/DEBIAN"
+        printf '%s\n' \
+            "Package: $DUMMY_HTTPD" \
+            "Version: 1.0" \
+            "Architecture: all" \
+            "Maintainer: xmlrc <root@localhost>" \
+            "Provides: httpd" \
+            "Description: empty package satisfying mediawiki's \"apache2 | httpd\"" \
+            " The xmlrc tests serve MediaWiki with PHP's built-in server (php -S)." \
+            >"$dummy/pkg/DEBIAN/control"
+        dpkg-deb --build "$dummy/pkg" "$dummy/$DUMMY_HTTPD.deb" >/dev/null
+        dpkg -i "$dummy/$DUMMY_HTTPD.deb" >/dev/null
+        rm -rf "$dummy"
+    fi
+    say "apt-get install ${mw_missing[*]} (half a minute on a fresh machine)"
+    if ! apt-get install -y -qq --no-install-recommends "${mw_missing[@]}" >/dev/null; then
+        apt-get update -qq    # stale or missing package lists
+        apt-get install -y -qq --no-install-recommends "${mw_missing[@]}" >/dev/null
+    fi
+else
+    say "MediaWiki present ($(dpkg-query -W -f='${Version}' mediawiki))"
+fi
+
 # --- 2. Python >= 3.11 --------------------------------------------------------
 
 python_ok() {

@@ -78,3 +78,38 @@ def prosody_factory(tmp_path: Path) -> Iterator[Callable[..., ProsodyServer]]:
     finally:
         for server in servers:
             server.stop()
+
+
+# -- MediaWiki (appended for the rc2udp and MediaWiki tests) -----------------------------
+
+from udp2xmpp.dev.mediawiki import MediaWikiServer  # noqa: E402
+
+
+@pytest.fixture
+def mediawiki_factory(tmp_path: Path) -> Iterator[Callable[..., MediaWikiServer]]:
+    """Start fresh throwaway MediaWikis, e.g. ``mediawiki_factory(wiki_id="devwiki")``.
+
+    Keyword arguments go to :class:`MediaWikiServer`; each wiki is set up
+    (about 2 s; the Debian packages are installed first if missing, as root)
+    and started, and stopped when the test ends.  If MediaWiki cannot be
+    installed or started the test fails, it is never skipped.
+    """
+    wikis: list[MediaWikiServer] = []
+
+    def make(**options: Any) -> MediaWikiServer:
+        wiki = MediaWikiServer(tmp_path / f"mediawiki-{len(wikis)}", **options)
+        wikis.append(wiki)
+        wiki.start()
+        return wiki
+
+    try:
+        yield make
+    finally:
+        for wiki in wikis:
+            wiki.stop()
+
+
+@pytest.fixture
+def mediawiki(mediawiki_factory: Callable[..., MediaWikiServer]) -> MediaWikiServer:
+    """A running MediaWiki of this test's own (wiki ID ``testwiki``)."""
+    return mediawiki_factory()

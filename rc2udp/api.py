@@ -1,0 +1,303 @@
+"""A polite client for one wiki's action API (``api.php``), on aiohttp.
+
+Responsible for how rc2udp talks HTTP, nothing else:
+
+- a User-Agent that names the tool and a contact, as Wikimedia's User-Agent
+  policy asks (https://meta.wikimedia.org/wiki/User-Agent_policy);
+- ``maxlag`` on every request, so a lagged wiki cluster is left alone;
+- retries: ``Retry-After`` is honoured on 429, 503 and ``maxlag`` answers;
+  other transient failures (connection errors, timeouts, 5xx, ``readonly``,
+  ``ratelimited``, internal errors, an HTML page instead of JSON) wait with
+  exponential backoff and jitter; a bounded number of attempts, then
+  `ApiError`;
+- an optional bot-password login (``action=login``), kept alive with
+  ``assert=user``: a lost session is logged in again;
+- one request at a time per wiki (no parallel hammering).
+
+What to ask and what the answers mean lives in `xmlrc_emitter.wire.apijson`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+#: API error codes worth waiting for (the wiki is busy, not our request wrong);
+#: ``internal_api_error_*`` (a database hiccup) too.
+_TRANSIENT_CODES = frozenset({"maxlag", "ratelimited", "readonly"})
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """The API refused a request, or kept failing until the attempts ran out."""
+
+    def __init__(self, code: str, info: str) -> None:
+        super().__init__(f"{code}: {info}")
+        self.code = code
+        self.info = info
+
+
+def version() -> str:
+    try:
+        return metadata.version("xmlrc")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def user_agent(contact: str | None) -> str:
+    """``rc2udp/V (xmlrc; CONTACT) aiohttp/V python/V``: tool, contact, libraries."""
+    who = f"xmlrc; {contact}" if contact else "xmlrc; no contact given"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"rc2udp/{version()} ({who}) aiohttp/{aiohttp.__version__} python/{python}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long to keep trying one request, and how long to wait in between."""
+
+    attempts: int = 8
+    #: Backoff before retry n (1, 2, ...) is drawn from [d/2, d], d = min(cap, base * 2**(n-1)).
+    backoff_base: float = 1.0
+    backoff_cap: float = 120.0
+    #: A Retry-After beyond this is cut to it (a wiki asking for an hour is waited on in steps).
+    max_retry_after: float = 600.0
+    #: Seconds before one HTTP request is abandoned (and retried).
+    timeout: float = 60.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with jitter for retry number `attempt` (1-based)."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(attempt - 1, 0))
+        return rng.uniform(ceiling / 2, ceiling)
+
+    def honour(self, retry_after: float, rng: random.Random) -> float:
+        """The wait for a ``Retry-After`` of `retry_after` s: at least that, plus up to 1 s."""
+        return min(retry_after, self.max_retry_after) + rng.uniform(0, 1)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ApiClient:
+    """Requests to one ``api.php``, politely.  Use as ``async with ApiClient(...)``."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        user_agent: str,
+        maxlag: int | None = 5,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api_url = api_url
+        self.user_agent = user_agent
+        self.maxlag = maxlag
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self._login: tuple[str, str] | None = None
+        self.logged_in_as: str | None = None
+        #: Requests sent, retries waited for (by reason): for logs and tests.
+        self.requests = 0
+        self.retries: dict[str, int] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={"User-Agent": self.user_agent},
+                timeout=aiohttp.ClientTimeout(total=self.retry.timeout),
+                # Keep the login cookies even for a wiki addressed by IP (loopback tests).
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                raise_for_status=False,
+            )
+        return self._session
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def get(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """A read request (GET, so caches can answer it), retried as the policy says."""
+        async with self._lock:
+            return await self._with_retries("GET", params)
+
+    async def post(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """A request that changes something (POST), retried like a read: MediaWiki
+        refuses a lagged or throttled write before doing anything."""
+        async with self._lock:
+            return await self._with_retries("POST", params)
+
+    async def _with_retries(self, method: str, params: Mapping[str, str]) -> dict[str, Any]:
+        attempt = 0
+        relogged = False
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(method, params)
+            except _Retry as failure:
+                if attempt >= self.retry.attempts:
+                    raise ApiError(
+                        "unavailable", f"{failure.reason}; gave up after {attempt} attempts"
+                    ) from None
+                kind = failure.reason.split(":")[0]
+                self.retries[kind] = self.retries.get(kind, 0) + 1
+                if failure.retry_after is not None:
+                    delay = self.retry.honour(failure.retry_after, self._rng)
+                else:
+                    delay = self.retry.backoff(attempt, self._rng)
+                log.warning(
+                    "%s: %s; retrying in %.1f s (attempt %d of %d)",
+                    self.api_url,
+                    failure.reason,
+                    delay,
+                    attempt + 1,
+                    self.retry.attempts,
+                )
+                await self._sleep(delay)
+            except ApiError as exc:
+                lost_session = exc.code in ("assertuserfailed", "assertbotfailed")
+                if not lost_session or relogged or self._login is None:
+                    raise
+                relogged = True
+                log.warning("%s: the session was lost; logging in again", self.api_url)
+                await self._login_unlocked()
+
+    async def _attempt(self, method: str, params: Mapping[str, str]) -> dict[str, Any]:
+        query = {"format": "json", "formatversion": "2", **params}
+        if self.maxlag is not None:
+            query.setdefault("maxlag", str(self.maxlag))
+        if self.logged_in_as is not None:
+            query.setdefault("assert", "user")  # a lost session fails instead of going anon
+        self.requests += 1
+        if log.isEnabledFor(logging.DEBUG):
+            shown = {k: v for k, v in query.items() if "pass" not in k and "token" not in k}
+            log.debug("%s %s %s", method, self.api_url, shown)
+        try:
+            if method == "GET":
+                response = await self._http().get(self.api_url, params=query)
+            else:
+                response = await self._http().post(self.api_url, data=query)
+            async with response:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                status = response.status
+                if status in _RETRY_STATUSES:
+                    # Retry-After is honoured on 429 and 503 (what it is meant for).
+                    honoured = retry_after if status in (429, 503) else None
+                    raise _Retry(f"HTTP {status}", honoured)
+                if status >= 400:
+                    raise ApiError(f"http{status}", f"HTTP {status} from {self.api_url}")
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    raise _Retry("not JSON: the wiki answered with something else") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Retry(f"network: {type(exc).__name__}: {exc}") from None
+        if not isinstance(data, dict):
+            raise _Retry("not a JSON object")
+        error = data.get("error")
+        if isinstance(error, dict):
+            code = str(error.get("code", "unknown"))
+            info = str(error.get("info", ""))
+            if code in _TRANSIENT_CODES or code.startswith("internal_api_error"):
+                if code == "maxlag" and retry_after is None:
+                    retry_after = 5.0  # MediaWiki sends Retry-After with maxlag; be safe
+                raise _Retry(f"{code}: {info}"[:200], retry_after if code == "maxlag" else None)
+            raise ApiError(code, info)
+        for module, warning in (data.get("warnings") or {}).items():
+            log.debug("%s: API warning from %s: %s", self.api_url, module, warning)
+        return data
+
+    # -- sessions -----------------------------------------------------------------------
+
+    async def login(self, user: str, password: str) -> None:
+        """Log in with a bot password (``Name@appid`` and its password)."""
+        async with self._lock:
+            self._login = (user, password)
+            await self._login_unlocked()
+
+    async def _login_unlocked(self) -> None:
+        assert self._login is not None
+        user, password = self._login
+        self.logged_in_as = None
+        token = await self._token_unlocked("login")
+        answer = await self._with_retries(
+            "POST", {"action": "login", "lgname": user, "lgpassword": password, "lgtoken": token}
+        )
+        result = answer.get("login") or {}
+        if result.get("result") != "Success":
+            reason = result.get("reason") or result.get("result") or "refused"
+            raise ApiError("loginfailed", f"login as {user} failed: {reason}")
+        self.logged_in_as = str(result.get("lgusername", user))
+
+    async def _token_unlocked(self, kind: str) -> str:
+        data = await self._with_retries("GET", {"action": "query", "meta": "tokens", "type": kind})
+        try:
+            return str(data["query"]["tokens"][f"{kind}token"])
+        except (KeyError, TypeError):
+            raise ApiError("badtoken", f"no {kind} token in the answer") from None
+
+    async def token(self, kind: str = "csrf") -> str:
+        async with self._lock:
+            return await self._token_unlocked(kind)
+
+    async def write(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """A write action (``edit``, ``move``...) with a fresh CSRF token."""
+        async with self._lock:
+            token = await self._token_unlocked("csrf")
+            return await self._with_retries("POST", {**params, "token": token})
