@@ -102,13 +102,21 @@ async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
     try:
         await asyncio.wait_for(started.wait(), 20)
         mam = client.plugin["xep_0313"]
-
-        async def read() -> None:
-            async for message in mam.iterate(jid=slixmpp.JID(room), rsm={"max": 500}):
+        # Page by hand: slixmpp's `iterate` swallows IQ errors, which would turn a
+        # failed query into a silently short list.
+        after: str | None = None
+        for _page in range(1000):
+            rsm: dict[str, object] = {"max": 250}
+            if after is not None:
+                rsm["after"] = after
+            result = await mam.retrieve(jid=slixmpp.JID(room), rsm=rsm, timeout=30)
+            messages = result["mam"]["results"]
+            for message in messages:
                 for origin in message.xml.iter("{urn:xmpp:sid:0}origin-id"):
-                    ids.append(origin.get("id"))
-
-        await asyncio.wait_for(read(), 60)
+                    ids.append(str(origin.get("id")))
+            after = result["mam_fin"]["rsm"]["last"] or None
+            if not messages or after is None or result["mam_fin"]["complete"]:
+                break
     finally:
         client.disconnect()
     return ids

@@ -16,10 +16,12 @@ from xmlrc_emitter.wire import Rejection, decode_datagram
 from .config import BridgeConfig
 from .httpd import OpsServer
 from .metrics import PublishMetrics, make_registry
+from .pubsub import PubSubPublisher
 from .route import Router, RoutingError, UnknownWikiError
 from .sink.xmpp import XmppSink
 from .source.edge import IN_PENALTY_BOX, EdgeGuard
 from .source.udp import UdpSource
+from .subscribe import SubscriptionService
 from .throttled_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,30 @@ class Bridge:
             queue_size=config.delivery.queue_size,
             max_stanzas_per_second=config.delivery.max_stanzas_per_second,
             max_bytes_per_second=config.delivery.max_bytes_per_second,
+            max_unconfirmed=config.delivery.max_unconfirmed,
             on_published=self.publish_metrics.on_published,
         )
+        #: Personal watch lists ([subscriptions]) and PubSub nodes ([pubsub]); None when off.
+        self.subscriptions = (
+            SubscriptionService(
+                config.subscriptions, self.sink, lambda: self.router, lambda: self.config.rooms
+            )
+            if config.subscriptions.enabled
+            else None
+        )
+        self.pubsub = (
+            PubSubPublisher(config.pubsub, self.sink, lambda wiki: self.router.wiki_room(wiki))
+            if config.pubsub.enabled
+            else None
+        )
         self.sources = [
-            UdpSource(host, port, self.on_datagram, receive_buffer=config.udp.receive_buffer)
+            UdpSource(
+                host,
+                port,
+                self.on_datagram,
+                receive_buffer=config.udp.receive_buffer,
+                reuse_port=config.udp.reuse_port,
+            )
             for host, port in config.udp.listen
         ]
         self.addresses: list[tuple[str, int]] = []
@@ -63,7 +85,13 @@ class Bridge:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        if self.subscriptions is not None:
+            self.subscriptions.open()  # the database lock first: one bridge per database
         await self.sink.start()
+        if self.subscriptions is not None:
+            await self.subscriptions.start()
+        if self.pubsub is not None:
+            await self.pubsub.start((*self.config.rooms.wikis, *self.config.rooms.routing.wikis))
         for room in self.router.static_rooms:
             self.sink.open_room(room)
         for source in self.sources:
@@ -94,6 +122,10 @@ class Bridge:
         self.stats.accepted += 1
         for room in rooms:
             self.sink.submit(room, change)
+        if self.subscriptions is not None:
+            self.subscriptions.on_change(change)
+        if self.pubsub is not None:
+            self.pubsub.on_change(change)
 
     def reload(self, config: BridgeConfig) -> None:
         """Route by `config` from now on ([rooms] and [wikis.*]); the connection stays up.
@@ -115,6 +147,8 @@ class Bridge:
             log.warning("reload: changes to %s take effect after a restart", ", ".join(ignored))
         self.router = router
         self.config = replace(self.config, rooms=config.rooms, source=config.source)
+        if self.pubsub is not None:  # node access follows the rooms' membership
+            self.pubsub.reload((*config.rooms.wikis, *config.rooms.routing.wikis))
         for room in router.static_rooms:
             self.sink.open_room(room)
         log.info(
@@ -133,6 +167,10 @@ class Bridge:
             await source.wait_closed()
         if self.sink.pending and not await self.sink.drain(drain_timeout):
             log.warning("stopping with %d changes undelivered", self.sink.pending)
+        if self.subscriptions is not None:
+            await self.subscriptions.stop(min(drain_timeout, 2.0))
+        if self.pubsub is not None:
+            await self.pubsub.stop(min(drain_timeout, 2.0))
         await self.sink.stop()
         if self.http is not None:
             await self.http.stop()

@@ -94,7 +94,7 @@ async def run(config: BridgeConfig, config_path: str | None = None) -> int:
     try:
         await bridge.start()
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("cannot start: %s", exc)
         await bridge.stop(drain_timeout=0)
         return 1
     if config_path is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from slixmpp.jid import JID, InvalidJID
 
 from xmlrc_emitter.wire.coerce import WIKI_ID
 
-from .route.model import RoutingSettings
+from .route.model import ROOM_NAME, RoutingSettings
 from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing
 
 PASSWORD_ENV = "UDP2XMPP_PASSWORD"  # noqa: S105 - a variable name, not a password
@@ -66,6 +66,8 @@ class UdpSettings:
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9390),)
     #: Kernel receive buffer to ask for; a burst waits there while we work.
     receive_buffer: int = 8 * 1024 * 1024
+    #: Let a second bridge bind the same port, for restarts that lose nothing.
+    reuse_port: bool = True
     max_datagram: int = 65507
     #: Source networks allowed to send (CIDR); others are dropped (reason not_allowed).
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
@@ -98,6 +100,9 @@ class DeliverySettings:
     #: Global outbound limits, kept under the server's own throttling (0: no limit).
     max_stanzas_per_second: float = 2000.0
     max_bytes_per_second: float = 4_000_000.0
+    #: Changes sent into one room and not yet confirmed; sending waits past it. Bounds
+    #: what a connection loss makes us resend, and how far we run ahead of the server.
+    max_unconfirmed: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,59 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    """``[subscriptions]``: personal watch lists, pushed as chat messages (off by default)."""
+
+    enabled: bool = False
+    #: The SQLite file (created if missing); a lock file beside it keeps a second bridge out.
+    database: str | None = None
+    #: Abuse caps: subscriptions per user, filters per user, per JID domain, in all.
+    max_per_user: int = 50
+    max_filters_per_user: int = 5
+    #: Filters per wiki in all: each is tried on every change of its wiki.
+    max_filters_per_wiki: int = 1000
+    max_per_domain: int = 5000
+    max_total: int = 1_000_000
+    #: JID domains whose users may subscribe; empty: any.
+    allow_domains: tuple[str, ...] = ()
+    #: Per-user notifications per minute (sustained) and at once; past them, digests.
+    rate_per_minute: float = 10.0
+    burst: int = 10
+    #: Seconds between digest messages, and the changes one digest lists.
+    digest_interval: float = 300.0
+    digest_max_items: int = 50
+    #: Changes a user gets per day; past it they are only counted.
+    daily_limit: int = 1000
+    #: Consecutive bounced notifications after which a JID's subscriptions are removed.
+    bounce_limit: int = 3
+    #: Commands per minute a JID may send (sustained, at once), and its penalty past them.
+    command_rate_per_minute: float = 30.0
+    command_burst: int = 10
+    command_penalty: float = 60.0
+    #: Notifications waiting to be sent (while the server is away); oldest dropped past it.
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubSettings:
+    """``[pubsub]``: every change also published as an item on PubSub nodes (off by default)."""
+
+    enabled: bool = False
+    #: The PubSub service (XEP-0060), e.g. pubsub.example.org.
+    service: str | None = None
+    #: Node name template (one node per wiki), and the all-wikis node ("": none).
+    node: str = "{wiki}"
+    all_node: str = "allwikis"
+    #: Items each node keeps for subscribers coming back; persisted by the server.
+    max_items: int = 100
+    persist_items: bool = True
+    #: Publishing pace: items per second, unanswered publishes at once, items waiting.
+    max_per_second: float = 200.0
+    window: int = 32
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeConfig:
     xmpp: XmppSettings
     udp: UdpSettings
@@ -122,6 +180,8 @@ class BridgeConfig:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    pubsub: PubSubSettings = field(default_factory=PubSubSettings)
     source: str = "<memory>"
 
 
@@ -142,6 +202,7 @@ def parse_config(
 ) -> BridgeConfig:
     reader = _Reader(data)
     known = {"xmpp", "udp", "rooms", "delivery", "wikis", "http", "log"}
+    known |= {"subscriptions", "pubsub"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
@@ -191,10 +252,13 @@ def parse_config(
     udp_settings = UdpSettings(
         listen=tuple(parse_hostport(item, "udp.listen") for item in listens),
         receive_buffer=reader.integer(udp, "udp.receive_buffer", 8 * 1024 * 1024, low=65536),
+        reuse_port=reader.flag(udp, "udp.reuse_port", True),
         max_datagram=reader.integer(udp, "udp.max_datagram", 65507, low=512, high=65507),
         **_udp_edge(reader, udp, base_dir),
     )
-    reader.no_unknown(udp, "udp", {"listen", "receive_buffer", "max_datagram"} | _UDP_EDGE_KEYS)
+    reader.no_unknown(
+        udp, "udp", {"listen", "receive_buffer", "reuse_port", "max_datagram"} | _UDP_EDGE_KEYS
+    )
 
     rooms = reader.section("rooms")
     template = reader.opt_text(rooms, "rooms.room") or "{wiki}"
@@ -243,9 +307,12 @@ def parse_config(
         max_bytes_per_second=reader.number(
             delivery, "delivery.max_bytes_per_second", 4_000_000.0, low=0.0
         ),
+        max_unconfirmed=reader.integer(delivery, "delivery.max_unconfirmed", 1000, low=1),
     )
     reader.no_unknown(
-        delivery, "delivery", {"queue_size", "max_stanzas_per_second", "max_bytes_per_second"}
+        delivery,
+        "delivery",
+        {"queue_size", "max_stanzas_per_second", "max_bytes_per_second", "max_unconfirmed"},
     )
     return BridgeConfig(
         xmpp=xmpp_settings,
@@ -254,6 +321,8 @@ def parse_config(
         delivery=delivery_settings,
         http=_http_settings(reader),
         log=_log_settings(reader),
+        subscriptions=_subscription_settings(reader, base_dir),
+        pubsub=_pubsub_settings(reader),
         source=source,
     )
 
@@ -359,6 +428,92 @@ def _log_settings(reader: _Reader) -> LogSettings:
     if level not in LOG_LEVELS:
         raise ConfigError(f"log.level: one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return LogSettings(format=fmt, level=level)
+
+
+_SUBSCRIPTION_KEYS = {f.name for f in fields(SubscriptionSettings)}
+_PUBSUB_KEYS = {f.name for f in fields(PubSubSettings)}
+
+
+def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSettings:
+    section = reader.section("subscriptions", required=False)
+    reader.no_unknown(section, "subscriptions", _SUBSCRIPTION_KEYS)
+    enabled = reader.flag(section, "subscriptions.enabled", False)
+    database = reader.opt_text(section, "subscriptions.database")
+    if database is not None:
+        database = str((base_dir / database).resolve())
+        if Path(database).is_dir():
+            raise ConfigError(f"subscriptions.database: {database} is a directory, not a file")
+    elif enabled:
+        raise ConfigError(
+            "subscriptions.database: required when enabled "
+            "(a file, e.g. /var/lib/udp2xmpp/subscriptions.sqlite)"
+        )
+    domains = section.get("allow_domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
+        raise ConfigError('subscriptions.allow_domains: a list of domains, like ["example.org"]')
+    key = "subscriptions."
+
+    def count(name: str, default: int, low: int = 1) -> int:
+        return reader.integer(section, key + name, default, low=low)
+
+    def number(name: str, default: float, low: float) -> float:
+        return reader.number(section, key + name, default, low=low)
+
+    return SubscriptionSettings(
+        enabled=enabled,
+        database=database,
+        max_per_user=count("max_per_user", 50),
+        max_filters_per_user=count("max_filters_per_user", 5, low=0),
+        max_filters_per_wiki=count("max_filters_per_wiki", 1000, low=0),
+        max_per_domain=count("max_per_domain", 5000),
+        max_total=count("max_total", 1_000_000),
+        allow_domains=tuple(d.lower() for d in domains),
+        rate_per_minute=number("rate_per_minute", 10.0, 0.01),
+        burst=count("burst", 10),
+        digest_interval=number("digest_interval", 300.0, 0.1),
+        digest_max_items=count("digest_max_items", 50),
+        daily_limit=count("daily_limit", 1000),
+        bounce_limit=count("bounce_limit", 3),
+        command_rate_per_minute=number("command_rate_per_minute", 30.0, 0.01),
+        command_burst=count("command_burst", 10),
+        command_penalty=number("command_penalty", 60.0, 0.0),
+        queue_size=count("queue_size", 10_000),
+    )
+
+
+def _pubsub_settings(reader: _Reader) -> PubSubSettings:
+    section = reader.section("pubsub", required=False)
+    reader.no_unknown(section, "pubsub", _PUBSUB_KEYS)
+    enabled = reader.flag(section, "pubsub.enabled", False)
+    service = reader.opt_text(section, "pubsub.service")
+    if service is None and enabled:
+        raise ConfigError("pubsub.service: required when enabled (e.g. pubsub.example.org)")
+    if service is not None and ("@" in service or "/" in service):
+        raise ConfigError("pubsub.service: a PubSub service domain, like pubsub.example.org")
+    node = reader.opt_text(section, "pubsub.node") or "{wiki}"
+    try:
+        example = node.format(wiki="enwiki").lower()
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"pubsub.node: bad template: {exc}") from None
+    if "{wiki}" not in node or not ROOM_NAME.fullmatch(example):
+        raise ConfigError(
+            "pubsub.node: a template with {wiki} giving lower-case letters, digits, '.', '_', '-'"
+        )
+    all_node = reader.opt_text(section, "pubsub.all_node")
+    all_node = "allwikis" if all_node is None else all_node
+    if all_node and not ROOM_NAME.fullmatch(all_node):
+        raise ConfigError(f"pubsub.all_node: {all_node!r} is not an allowed node name")
+    return PubSubSettings(
+        enabled=enabled,
+        service=service,
+        node=node,
+        all_node=all_node,
+        max_items=reader.integer(section, "pubsub.max_items", 100, low=1, high=100_000),
+        persist_items=reader.flag(section, "pubsub.persist_items", True),
+        max_per_second=reader.number(section, "pubsub.max_per_second", 200.0, low=0.1),
+        window=reader.integer(section, "pubsub.window", 32, low=1, high=10_000),
+        queue_size=reader.integer(section, "pubsub.queue_size", 10_000, low=1),
+    )
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:

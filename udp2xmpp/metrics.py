@@ -213,6 +213,10 @@ class BridgeCollector(Collector):
             buckets=histogram.cumulative(),
             sum_value=histogram.sum,
         )
+        # Personal watch lists and PubSub, when they are on: their own counters.
+        for extra in (bridge.subscriptions, bridge.pubsub):
+            if extra is not None:
+                yield from extra.collect_metrics()
 
 
 def make_registry(bridge: Bridge) -> CollectorRegistry:

@@ -101,7 +101,7 @@ class AsyncEmitter:
         self.prefix = prefix
         #: With a secret, every change is sent signed (the bridge's udp.secret).
         self._key = None if secret is None else secret_bytes(secret)
-        self._stream: asyncio_dgram.aio.DatagramClient | None = None
+        self._stream: asyncio_dgram.aio.DatagramServer | None = None
 
     async def send(self, change: RecentChange) -> int:
         data = _encode(change, self.fmt, self.prefix, self._key)
@@ -111,8 +111,11 @@ class AsyncEmitter:
     async def send_raw(self, data: bytes) -> None:
         """Send `data` as it is (never signed)."""
         if self._stream is None:
-            self._stream = await asyncio_dgram.connect(self.address)
-        await self._stream.send(_check_size(data))
+            # An unconnected socket: a connected one turns an ICMP "port unreachable"
+            # (no bridge listening yet) into an error on the next send, and loses it.
+            local = ("::", 0) if ":" in self.address[0] else ("0.0.0.0", 0)  # noqa: S104
+            self._stream = await asyncio_dgram.bind(local)
+        await self._stream.send(_check_size(data), self.address)
 
     def close(self) -> None:
         if self._stream is not None:

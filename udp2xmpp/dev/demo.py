@@ -96,6 +96,14 @@ wikis = {list(WIKIS)!r}
         _wait_for_log(bridge_log, [f"joined {room}" for room in rooms], 30, bridge)
         print(f"# udp2xmpp: UDP 127.0.0.1:{args.udp_port} -> {', '.join(rooms)}", flush=True)
         print(f"#   (its log: {bridge_log})", flush=True)
+        # An account file for your own rcclient, examples and bots against this demo.
+        account = workdir / "rcclient.toml"
+        account.write_text(
+            f'[account]\njid = "reader@{prosody.domain}"\npassword = "readerpass"\n'
+            f'host = "{prosody.host}"\nport = {prosody.c2s_port}\nca_file = "{prosody.ca_file}"\n'
+        )
+        print(f"#   try in another terminal: export RCCLIENT_CONFIG={account}", flush=True)
+        print(f"#   then: .venv/bin/rcclient tail --json {rooms[0]}", flush=True)
 
         tail_cmd = [
             _tool("rcclient"),
@@ -129,6 +137,7 @@ wikis = {list(WIKIS)!r}
                 "--format",
                 "mixed",
                 "--loop",
+                "--no-progress",  # the terminal belongs to rcclient tail
             ],
         )
         processes.append(replay)

@@ -94,6 +94,8 @@ class RoomChannel:
     joined: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent_since_ping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when a self-ping answer confirmed something (room for more in flight).
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -105,6 +107,7 @@ class RoomChannel:
         count = len(self.unconfirmed)
         while self.unconfirmed:
             self.queue.appendleft(self.unconfirmed.pop()[1])
+        self.confirmed.set()  # nothing in flight any more: a waiting sender may go on
         return count
 
     def confirm_through(self, seq: int) -> int:
@@ -135,12 +138,14 @@ class XmppSink:
         queue_size: int = 100_000,
         max_stanzas_per_second: float = 0.0,
         max_bytes_per_second: float = 0.0,
+        max_unconfirmed: int = 1000,
         on_state: Callable[[str], None] | None = None,
         on_published: Callable[[RoomSpec, RecentChange], None] | None = None,
     ) -> None:
         self.settings = xmpp
         self.room_settings = rooms
         self.queue_size = queue_size
+        self.max_unconfirmed = max_unconfirmed
         self.stats = SinkStats()
         self.state = "disconnected"
         self._on_state = on_state or (lambda state: None)
@@ -346,6 +351,9 @@ class XmppSink:
             self._schedule_reconnect()
 
     def _on_connection_failed(self, event: Any) -> None:
+        # slixmpp would retry on its own schedule (no jitter, up to 5 minutes);
+        # stop its attempt so there is only ever one, ours.
+        self.client.cancel_connection_attempt()
         self._lost()
         self._set_state("disconnected")
         log.warning("cannot connect to the XMPP server: %s", event)
@@ -413,9 +421,15 @@ class XmppSink:
                 continue
             # Under load, write what has queued up as one batch: one TLS record and
             # one system call for many stanzas. At low rates a batch is one change.
+            room_for = self.max_unconfirmed - len(channel.unconfirmed)
+            if room_for <= 0:  # far enough ahead of the server: wait for a confirmation
+                channel.confirmed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.confirmed.wait(), self.settings.ping_timeout)
+                continue
             batch: list[str] = []
             wait = 0.0
-            while channel.queue and len(batch) < _BATCH:
+            while channel.queue and len(batch) < min(_BATCH, room_for):
                 change = channel.queue[0]
                 wait = self._pacer.delay(_size_estimate(change), loop.time())
                 if wait:
@@ -460,6 +474,7 @@ class XmppSink:
             except JoinError:
                 continue  # the connection went while we waited; _lost() requeued
             self.stats.confirmed += channel.confirm_through(mark)
+            channel.confirmed.set()
             await asyncio.sleep(0.05)  # one ping covers everything sent meanwhile
 
     async def _ping(self, jid: slixmpp.JID, *, server: bool = False) -> None:

@@ -22,18 +22,29 @@ DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 
 class UdpSource:
     def __init__(
-        self, host: str, port: int, handler: DatagramHandler, *, receive_buffer: int
+        self,
+        host: str,
+        port: int,
+        handler: DatagramHandler,
+        *,
+        receive_buffer: int,
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.handler = handler
         self.receive_buffer = receive_buffer
+        self.reuse_port = reuse_port
         self._stream: asyncio_dgram.aio.DatagramServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> tuple[str, int]:
         """Bind and start receiving; returns the address really bound (port 0 picks one)."""
-        self._stream = await asyncio_dgram.bind((self.host, self.port))
+        # SO_REUSEPORT lets a new bridge bind before the old one stops, so a
+        # restart loses nothing (Linux only shares a port within one user).
+        self._stream = await asyncio_dgram.bind(
+            (self.host, self.port), reuse_port=self.reuse_port or None
+        )
         sock: Any = self._stream.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -131,10 +131,7 @@ class RecentChange:
     @property
     def page_url(self) -> str | None:
         """A link to the page (for a log action: its target page)."""
-        index = self.index_url
-        if index is None:
-            return None
-        return f"{index}?title={quote(self.title.replace(' ', '_'), safe=':/')}"
+        return self._title_url(self.title)
 
     @property
     def diff_url(self) -> str | None:
@@ -152,6 +149,46 @@ class RecentChange:
     def user_is_ip(self) -> bool:
         """True when the user name is an IP address (an anonymous edit)."""
         return is_ip_address(self.user)
+
+    @property
+    def is_anonymous(self) -> bool:
+        """True for a logged-out editor (the anon flag, or an IP address as user)."""
+        return self.anon or self.user_is_ip
+
+    def _title_url(self, title: str, query: str = "") -> str | None:
+        index = self.index_url
+        if index is None:
+            return None
+        return f"{index}?title={quote(title.replace(' ', '_'), safe=':/')}{query}"
+
+    @property
+    def permalink_url(self) -> str | None:
+        """The page as this change left it (a link that never changes)."""
+        index = self.index_url
+        if index is None or not self.revid:
+            return None
+        return f"{index}?oldid={self.revid}"
+
+    @property
+    def history_url(self) -> str | None:
+        """The page's history."""
+        return self._title_url(self.title, "&action=history")
+
+    @property
+    def user_url(self) -> str | None:
+        """The user's page, or an anonymous editor's contributions (IPs have no page)."""
+        if not self.user:
+            return None
+        if self.is_anonymous:
+            return self.contributions_url
+        return self._title_url(f"User:{self.user}")
+
+    @property
+    def contributions_url(self) -> str | None:
+        """Everything the user did."""
+        if not self.user:
+            return None
+        return self._title_url(f"Special:Contributions/{self.user}")
 
     def with_changes(self, **changes: Any) -> RecentChange:
         """A copy with some fields replaced (the dataclass is frozen)."""
