@@ -37,6 +37,24 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="rc2udp: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
+_secret_option = click.option(
+    "--secret-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="RC2UDP_SECRET_FILE",
+    help="Sign every datagram with the shared secret in this file (the bridge's udp.secret).",
+)
+
+
+def _read_secret(path: str | None) -> str | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        secret = file.read().strip()
+    if not secret:
+        _fail(f"--secret-file: {path} is empty")
+    return secret
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"rc2udp: {message}", err=True)
     sys.exit(code)
@@ -193,6 +211,7 @@ async def _run_pollers(
     "--since", help="Start of a wiki without state: now (default), ISO time, or 90m, 2h, 3d."
 )
 @click.option("--once", is_flag=True, help="Poll each wiki once (to the present), then exit.")
+@_secret_option
 def poll(
     config_file: str | None,
     apis: tuple[str, ...],
@@ -209,6 +228,7 @@ def poll(
     interval: float | None,
     since: str | None,
     once: bool,
+    secret_file: str | None,
 ) -> None:
     """Poll wikis' api.php (list=recentchanges) and send every change to the bridges.
 
@@ -236,7 +256,7 @@ def poll(
     )
 
     async def run() -> tuple[int, int]:
-        sink = UdpSink(config.targets, config.format, config.prefix)
+        sink = UdpSink(config.targets, config.format, config.prefix, _read_secret(secret_file))
         try:
             return await _run_pollers(config, sink, once=once), sink.sent
         finally:
@@ -331,7 +351,16 @@ def record(
     default=None,
     help="Show a progress bar on stderr (default: on a terminal, without --loop).",
 )
-def replay(file: str, target: str, speed: str, fmt: str, loop: bool, progress: bool | None) -> None:
+@_secret_option
+def replay(
+    file: str,
+    target: str,
+    speed: str,
+    fmt: str,
+    loop: bool,
+    progress: bool | None,
+    secret_file: str | None,
+) -> None:
     """Replay the changes recorded in FILE (JSON lines) to a bridge."""
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
@@ -356,7 +385,18 @@ def replay(file: str, target: str, speed: str, fmt: str, loop: bool, progress: b
     bar = _Progress(len(changes), loop) if show and changes else None
     on_sent = bar.advance if bar is not None else None
     try:
-        sent = asyncio.run(_replay(changes, host.strip("[]"), int(port), rate, fmt, loop, on_sent))
+        sent = asyncio.run(
+            _replay(
+                changes,
+                host.strip("[]"),
+                int(port),
+                rate,
+                fmt,
+                loop,
+                on_sent,
+                secret=_read_secret(secret_file),
+            )
+        )
     except KeyboardInterrupt:
         return
     finally:
@@ -401,10 +441,11 @@ async def _replay(
     fmt: str,
     loop: bool,
     on_sent: Callable[[], None] | None = None,
+    secret: str | None = None,
 ) -> int:
     """Send `changes` (forever with `loop`) at `rate` a second (0: at once); the number sent."""
     formats = list(DatagramFormat) if fmt == "mixed" else [DatagramFormat(fmt)]
-    emitters = [AsyncEmitter(host, port, fmt=f) for f in formats]
+    emitters = [AsyncEmitter(host, port, fmt=f, secret=secret) for f in formats]
     start = time.monotonic()
     done = failed = 0
     try:

@@ -59,10 +59,16 @@ class UdpSink:
     """Every change to every target, as one datagram each."""
 
     def __init__(
-        self, targets: tuple[Target, ...], fmt: DatagramFormat, prefix: str | None = None
+        self,
+        targets: tuple[Target, ...],
+        fmt: DatagramFormat,
+        prefix: str | None = None,
+        secret: str | None = None,
     ) -> None:
         self.targets = targets
-        self._emitters = [AsyncEmitter(t.host, t.port, fmt=fmt, prefix=prefix) for t in targets]
+        self._emitters = [
+            AsyncEmitter(t.host, t.port, fmt=fmt, prefix=prefix, secret=secret) for t in targets
+        ]
         self.sent = 0
         self.failed = 0
 
