@@ -9,13 +9,26 @@ raise, so the tests fail (they are never skipped).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from udp2xmpp.dev.prosody import ProsodyServer
+
+# The machines are small and shared: no per-example deadline, no "generation is
+# slow" failures. CI runs the same examples every time (derandomized), so a
+# failure there is reproducible; developers' runs keep exploring.
+settings.register_profile(
+    "xmlrc",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
+settings.load_profile("xmlrc")
 
 #: Accounts on ``localhost`` that every fixture server has (user -> password).
 XMPP_ACCOUNTS: dict[str, str] = {

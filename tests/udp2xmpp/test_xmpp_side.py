@@ -272,3 +272,39 @@ async def test_stream_management_counts_the_fast_path(
     finally:
         await bridge.stop()
     assert "Inconsistent sequence numbers" not in caplog.text
+
+
+async def test_restart_without_loss_new_bridge_first_then_the_old_one_stops(
+    prosody_factory: Callable[..., ProsodyServer],
+) -> None:
+    """SO_REUSEPORT: the new bridge binds the same UDP port while the old one still
+    runs; the old one then drains and leaves. A steady stream loses nothing."""
+    import socket
+
+    server = prosody_factory(muc_log_storage="sql")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = bridge_config(server, rooms={"wikis": ["handwiki"]},
+                           udp={"listen": f"127.0.0.1:{port}"})  # fmt: skip
+    room = f"handwiki@{server.muc_domain}"
+    old = await running_bridge(config)
+    new: Bridge | None = None
+    try:
+        await wait_for(lambda: room in old.sink.joined_rooms(), what="the room")
+        sender = asyncio.create_task(stream(old, "handwiki", range(1, 401), per_second=200))
+        await asyncio.sleep(0.5)
+        new = await running_bridge(config)
+        await wait_for(lambda: room in new.sink.joined_rooms(), what="the new bridge")
+        await old.stop()  # stops intake, drains, leaves
+        await sender
+        await wait_for(lambda: new.sink.pending == 0, 30, "the new bridge's backlog")
+    finally:
+        if new is not None:
+            await new.stop()
+        await old.stop()
+    ids = await archived_stable_ids(server, room)
+    missing = {f"handwiki/{n}" for n in range(1, 401)} - set(ids)
+    assert not missing, (missing, old.stats, old.sink.stats, new.stats, new.sink.stats)
+    assert old.stats.accepted > 0 and new.stats.accepted > 0
+    assert old.stats.accepted + new.stats.accepted == 400

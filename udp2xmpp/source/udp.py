@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,8 @@ class UdpSource:
         self.reuse_port = reuse_port
         self._stream: asyncio_dgram.aio.DatagramServer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._last_reader: socket.socket | None = None
+        self._handed_over = 0
 
     async def start(self) -> tuple[str, int]:
         """Bind and start receiving; returns the address really bound (port 0 picks one)."""
@@ -79,13 +82,54 @@ class UdpSource:
         return self._task is not None and not self._task.done()
 
     def close(self) -> None:
-        """Stop receiving (what the kernel still holds is not read)."""
+        """Stop receiving, but hand over every datagram that reached this socket.
+
+        With SO_REUSEPORT a new bridge takes the port over; what the kernel had
+        queued for this socket would die with it. So: what asyncio-dgram has
+        buffered, then what the kernel holds, read through a duplicate of the
+        socket. The duplicate keeps the socket open after asyncio closes its own
+        descriptor; `wait_closed` reads it once more and closes it, leaving a
+        window of microseconds instead of a loop iteration.
+        """
         if self._task is not None:
             self._task.cancel()
-        if self._stream is not None:
-            self._stream.close()
+        if self._stream is None:
+            return
+        queue: asyncio.Queue[tuple[bytes, Any]] = self._stream._recvq  # type: ignore[attr-defined]  # no public way
+        while not queue.empty():
+            data, addr = queue.get_nowait()
+            if data is not None:  # None: asyncio-dgram's end-of-stream marker
+                self._handed_over += self._hand_over(data, addr)
+        self._last_reader = socket.socket(fileno=os.dup(self._stream.socket.fileno()))
+        self._last_reader.setblocking(False)
+        self._drain_last_reader()
+        self._stream.close()
+        self._stream = None
+
+    def _drain_last_reader(self) -> None:
+        assert self._last_reader is not None
+        for _ in range(1_000_000):  # bounded: the kernel buffer is finite anyway
+            try:
+                data, addr = self._last_reader.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._handed_over += self._hand_over(data, addr)
+
+    def _hand_over(self, data: bytes, addr: Any) -> int:
+        try:
+            self.handler(data, addr)
+        except Exception:  # as in the receive loop: one datagram never stops the rest
+            log.exception("datagram handler failed")
+        return 1
 
     async def wait_closed(self) -> None:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._last_reader is not None:
+            await asyncio.sleep(0)  # asyncio closes its descriptor; ours keeps the socket
+            self._drain_last_reader()
+            self._last_reader.close()  # the last descriptor: the socket leaves the port now
+            self._last_reader = None
+            if self._handed_over:
+                log.info("handed over %d datagrams received while closing", self._handed_over)
