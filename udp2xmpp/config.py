@@ -65,7 +65,7 @@ class RateLimitSettings:
 class UdpSettings:
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9390),)
     #: Kernel receive buffer to ask for; a burst waits there while we work.
-    receive_buffer: int = 8 * 1024 * 1024
+    receive_buffer: int = 32 * 1024 * 1024
     #: Let a second bridge bind the same port, for restarts that lose nothing.
     reuse_port: bool = True
     max_datagram: int = 65507
@@ -251,7 +251,7 @@ def parse_config(
         raise ConfigError("udp.listen: needs at least one address")
     udp_settings = UdpSettings(
         listen=tuple(parse_hostport(item, "udp.listen") for item in listens),
-        receive_buffer=reader.integer(udp, "udp.receive_buffer", 8 * 1024 * 1024, low=65536),
+        receive_buffer=reader.integer(udp, "udp.receive_buffer", 32 * 1024 * 1024, low=65536),
         reuse_port=reader.flag(udp, "udp.reuse_port", True),
         max_datagram=reader.integer(udp, "udp.max_datagram", 65507, low=512, high=65507),
         **_udp_edge(reader, udp, base_dir),

@@ -16,6 +16,7 @@ Everything else (presence, IQ, errors) takes slixmpp's ordinary path.
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -32,6 +33,30 @@ class FastPath:
 
     def _init_fast_path(self) -> None:
         self.reflected_from = set()
+
+    def debounce_acks(self, delay: float) -> None:
+        """Answer the server's XEP-0198 ack requests at most once per `delay` seconds.
+
+        Prosody asks for an ack after the stanzas it sends us, and it sends us
+        one reflection per change: answering each at once costs a write (and on
+        loopback the server's TCP receive work) per change. One ack a little
+        later counts them all; the protocol allows it.
+        """
+        sm = self._stream_management()
+        if sm is None:
+            return
+        send_now = sm.send_ack
+        pending: list[asyncio.TimerHandle] = []
+
+        def flush() -> None:
+            pending.clear()
+            send_now()
+
+        def send_ack() -> None:
+            if not pending:
+                pending.append(asyncio.get_running_loop().call_later(delay, flush))
+
+        sm.send_ack = send_ack
 
     def _stream_management(self) -> Any:
         plugins: Any = getattr(self, "plugin", {})

@@ -270,6 +270,7 @@ class XmppSink:
             if not settings.verify_tls:
                 client.ssl_context.check_hostname = False
                 client.ssl_context.verify_mode = ssl.CERT_NONE
+            client.debounce_acks(0.05)
             client.add_event_handler("session_resumed", self._on_session_resumed)
             client.add_event_handler("failed_auth", self._on_failed_auth)
         client.register_plugin("xep_0004")
@@ -475,7 +476,9 @@ class XmppSink:
                 continue  # the connection went while we waited; _lost() requeued
             self.stats.confirmed += channel.confirm_through(mark)
             channel.confirmed.set()
-            await asyncio.sleep(0.05)  # one ping covers everything sent meanwhile
+            # One ping covers everything sent meanwhile; a fifth of a second keeps
+            # pings rare under a steady stream and confirmation prompt enough.
+            await asyncio.sleep(0.2)
 
     async def _ping(self, jid: slixmpp.JID, *, server: bool = False) -> None:
         iq = self.client.make_iq_get(queryxmlns=None, ito=jid, ifrom=self._from_jid())

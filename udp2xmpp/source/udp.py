@@ -18,6 +18,11 @@ import asyncio_dgram
 
 log = logging.getLogger(__name__)
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux
+
+#: Datagrams read straight from the socket per wake-up of the receive task.
+_BURST = 256
+
 DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 
 
@@ -49,7 +54,10 @@ class UdpSource:
             (self.host, self.port), reuse_port=self.reuse_port or None
         )
         sock: Any = self._stream.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        try:  # as root (or with CAP_NET_ADMIN) the size is not capped by net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.receive_buffer)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if granted < self.receive_buffer:
             log.warning(
@@ -69,12 +77,26 @@ class UdpSource:
         assert self._stream is not None
         recv = self._stream.recv
         handler = self.handler
-        while True:
-            data, addr = await recv()
-            try:
-                handler(data, addr)  # type: ignore[arg-type]  # always (host, port) for UDP
-            except Exception:  # one datagram must never stop the intake
-                log.exception("datagram handler failed")
+        # asyncio reads one datagram per turn of the event loop, so a burst waits
+        # in the kernel behind everything else the loop does. After each wake-up,
+        # read what else is there straight from the socket (bounded, so the XMPP
+        # side still gets its turn).
+        burst = socket.socket(fileno=os.dup(self._stream.socket.fileno()))
+        burst.setblocking(False)
+        try:
+            while True:
+                data, addr = await recv()
+                for _ in range(_BURST):
+                    try:
+                        handler(data, addr)  # type: ignore[arg-type]  # (host, port) for UDP
+                    except Exception:  # one datagram must never stop the intake
+                        log.exception("datagram handler failed")
+                    try:
+                        data, addr = burst.recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+        finally:
+            burst.close()
 
     @property
     def listening(self) -> bool:
