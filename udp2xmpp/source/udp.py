@@ -86,11 +86,13 @@ class UdpSource:
         try:
             while True:
                 data, addr = await recv()
-                for _ in range(_BURST):
+                for more in range(_BURST, 0, -1):
                     try:
                         handler(data, addr)  # type: ignore[arg-type]  # (host, port) for UDP
                     except Exception:  # one datagram must never stop the intake
                         log.exception("datagram handler failed")
+                    if more == 1:
+                        break  # read no further than we will handle
                     try:
                         data, addr = burst.recvfrom(65535)
                     except (BlockingIOError, InterruptedError):
