@@ -105,14 +105,20 @@ async def send_udp(
 
 
 async def through_bridge(
-    server: ProsodyServer, workdir: Path, events: int, per_second: float | None, label: str
+    server: ProsodyServer,
+    workdir: Path,
+    events: int,
+    per_second: float | None,
+    label: str,
+    component: bool = False,
 ) -> dict[str, float]:
     """Events through udp2xmpp (a separate process) to a reader; the bridge's CPU and RSS."""
     port = free_udp_port()
     room = f"benchwiki@{server.muc_domain}"
     with bridge_process(
-        server, workdir, port, "benchwiki", max_stanzas_per_second=0, max_bytes_per_second=0
-    ) as bridge:
+        server, workdir, port, "benchwiki", component=component,
+        max_stanzas_per_second=0, max_bytes_per_second=0,
+    ) as bridge:  # fmt: skip
         reader_xmpp, reader = None, None
         probe = client(server, "reader", "readerpass")
         await connect(probe, server)
@@ -177,6 +183,13 @@ async def main(events: int, only: str | None) -> None:
             result = await through_bridge(server, workdir, events, None, "throughput (max)")
             report(result)
             print(f"    ratio to the direct publisher: {result['rate'] / baseline['rate']:.2f}")
+        if only in (None, "component"):
+            result = await through_bridge(
+                server, workdir, events, None, "throughput (max), XEP-0114 component, no TLS",
+                component=True,
+            )  # fmt: skip
+            report(result)
+            print(f"    ratio to the direct publisher: {result['rate'] / baseline['rate']:.2f}")
         if only in (None, "latency"):
             report(await through_bridge(server, workdir, 1000, 100, "latency at 100/s"))
             half = max(100.0, baseline["rate"] / 2)
@@ -196,6 +209,6 @@ async def main(events: int, only: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--only", choices=["throughput", "latency", "burst"])
+    parser.add_argument("--only", choices=["throughput", "component", "latency", "burst"])
     args = parser.parse_args()
     asyncio.run(main(args.events, args.only))

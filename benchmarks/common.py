@@ -143,19 +143,32 @@ def summary(values_ms: list[float]) -> str:
 
 @contextmanager
 def bridge_process(
-    server: ProsodyServer, workdir: Path, udp_port: int, wiki: str, **delivery: float
+    server: ProsodyServer,
+    workdir: Path,
+    udp_port: int,
+    wiki: str,
+    component: bool = False,
+    **delivery: float,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """udp2xmpp as its own process (so its CPU time is its own), joined to `wiki`'s room."""
+    """udp2xmpp as its own process (so its CPU time is its own), joined to `wiki`'s room.
+
+    `component`: connect as an XEP-0114 component (no TLS, no c2s) instead.
+    """
     extra = "".join(f"{key} = {value}\n" for key, value in delivery.items())
     config = workdir / "bridge.toml"
+    if component:
+        xmpp = (
+            f'jid = "{server.component_domain}"\npassword = "{server.component_secret}"\n'
+            f'mode = "component"\nhost = "{server.host}"\nport = {server.component_port}\n'
+        )
+    else:
+        xmpp = (
+            f'jid = "rcbot@{server.domain}"\npassword = "bridgepass"\nhost = "{server.host}"\n'
+            f'port = {server.c2s_port}\nca_file = "{server.ca_file}"\n'
+        )
     config.write_text(
         f"""[xmpp]
-jid = "rcbot@{server.domain}"
-password = "bridgepass"
-host = "{server.host}"
-port = {server.c2s_port}
-ca_file = "{server.ca_file}"
-[udp]
+{xmpp}[udp]
 listen = "127.0.0.1:{udp_port}"
 [rooms]
 service = "{server.muc_domain}"
