@@ -111,13 +111,14 @@ async def through_bridge(
     per_second: float | None,
     label: str,
     component: bool = False,
+    changes_per_stanza: int = 1,
 ) -> dict[str, float]:
     """Events through udp2xmpp (a separate process) to a reader; the bridge's CPU and RSS."""
     port = free_udp_port()
     room = f"benchwiki@{server.muc_domain}"
     with bridge_process(
         server, workdir, port, "benchwiki", component=component,
-        max_stanzas_per_second=0, max_bytes_per_second=0,
+        max_stanzas_per_second=0, max_bytes_per_second=0, changes_per_stanza=changes_per_stanza,
     ) as bridge:  # fmt: skip
         reader_xmpp, reader = None, None
         probe = client(server, "reader", "readerpass")
@@ -190,6 +191,13 @@ async def main(events: int, only: str | None) -> None:
             )  # fmt: skip
             report(result)
             print(f"    ratio to the direct publisher: {result['rate'] / baseline['rate']:.2f}")
+        if only in (None, "batched"):
+            result = await through_bridge(
+                server, workdir, events, None, "throughput (max), 10 changes per stanza (opt-in)",
+                changes_per_stanza=10,
+            )  # fmt: skip
+            report(result)
+            print(f"    ratio to the direct publisher: {result['rate'] / baseline['rate']:.2f}")
         if only in (None, "latency"):
             report(await through_bridge(server, workdir, 1000, 100, "latency at 100/s"))
             half = max(100.0, baseline["rate"] / 2)
@@ -209,6 +217,8 @@ async def main(events: int, only: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--only", choices=["throughput", "component", "latency", "burst"])
+    parser.add_argument(
+        "--only", choices=["throughput", "component", "batched", "latency", "burst"]
+    )
     args = parser.parse_args()
     asyncio.run(main(args.events, args.only))

@@ -79,13 +79,16 @@ class Reader:
     duplicates: int = 0
 
     def on_message(self, msg: slixmpp.Message) -> None:
-        key = msg["id"]
-        if not key or msg["type"] != "groupchat":
+        if msg["type"] != "groupchat":
             return
-        if key in self.received:
-            self.duplicates += 1
-        else:
-            self.received[key] = time.perf_counter()
+        now = time.perf_counter()
+        # One <rc> per change (several when the bridge batches them into one message).
+        for rc in msg.xml.iter("{urn:xmlrc:rc:1}rc"):
+            key = f"{rc.get('wikiid')}/{rc.get('rcid')}"
+            if key in self.received:
+                self.duplicates += 1
+            else:
+                self.received[key] = now
 
     async def wait_for(self, count: int, quiet: float = 3.0, limit: float = 300.0) -> None:
         """Until `count` arrived, or nothing new for `quiet` seconds, or `limit` passed."""

@@ -896,26 +896,27 @@ class RCClient:
             room.buffer.append(item)
 
     def _accept(self, room: _Room, item: _Archived, *, replayed: bool) -> None:
-        element = item.message.find(RC_TAG)
-        change: RecentChange | None = None
-        if element is not None:
+        # Usually one <rc> a message; a busy room may carry several (each its own event).
+        changes: list[RecentChange] = []
+        for element in item.message.findall(RC_TAG):
             try:
-                change = change_from_element(element)
+                changes.append(change_from_element(element))
             except DecodeError as exc:
                 self.decode_errors += 1
                 log.warning("undecodable <rc> in %s: %s", room.jid, exc)
-        if change is None:  # not a change (chat, subject...): the position moves on
+        if not changes:  # not a change (chat, subject...): the position moves on
             if item.archive_id is not None:
                 room.last_id = item.archive_id
                 self._queue.put_nowait(_Position(room.jid, item.archive_id))
             return
-        if not self._dedupe.first_time(change.stable_id):
-            self.duplicates += 1
-            return
         if item.archive_id is not None:
             room.last_id = item.archive_id
-        room.last_time = change.timestamp
-        self._queue.put_nowait(Delivery(room.jid, change, item.archive_id, replayed))
+        for change in changes:
+            if not self._dedupe.first_time(change.stable_id):
+                self.duplicates += 1
+                continue
+            room.last_time = change.timestamp
+            self._queue.put_nowait(Delivery(room.jid, change, item.archive_id, replayed))
 
     def _on_room_presence(self, presence: Any) -> None:
         if presence["type"] != "unavailable" or self._closing:

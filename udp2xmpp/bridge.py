@@ -49,6 +49,7 @@ class Bridge:
             max_stanzas_per_second=config.delivery.max_stanzas_per_second,
             max_bytes_per_second=config.delivery.max_bytes_per_second,
             max_unconfirmed=config.delivery.max_unconfirmed,
+            changes_per_stanza=config.delivery.changes_per_stanza,
             on_published=self.publish_metrics.on_published,
         )
         #: Personal watch lists ([subscriptions]) and PubSub nodes ([pubsub]); None when off.

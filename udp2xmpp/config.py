@@ -103,6 +103,9 @@ class DeliverySettings:
     #: Changes sent into one room and not yet confirmed; sending waits past it. Bounds
     #: what a connection loss makes us resend, and how far we run ahead of the server.
     max_unconfirmed: int = 1000
+    #: Opt-in for very busy rooms: up to this many queued changes share one message
+    #: (each keeps its own <rc>; rcclient still yields them one by one). 1: never.
+    changes_per_stanza: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,11 +311,15 @@ def parse_config(
             delivery, "delivery.max_bytes_per_second", 4_000_000.0, low=0.0
         ),
         max_unconfirmed=reader.integer(delivery, "delivery.max_unconfirmed", 1000, low=1),
+        changes_per_stanza=reader.integer(
+            delivery, "delivery.changes_per_stanza", 1, low=1, high=100
+        ),
     )
     reader.no_unknown(
         delivery,
         "delivery",
-        {"queue_size", "max_stanzas_per_second", "max_bytes_per_second", "max_unconfirmed"},
+        {"queue_size", "max_stanzas_per_second", "max_bytes_per_second", "max_unconfirmed"}
+        | {"changes_per_stanza"},
     )
     return BridgeConfig(
         xmpp=xmpp_settings,

@@ -308,3 +308,36 @@ async def test_restart_without_loss_new_bridge_first_then_the_old_one_stops(
     assert not missing, (missing, old.stats, old.sink.stats, new.stats, new.sink.stats)
     assert old.stats.accepted > 0 and new.stats.accepted > 0
     assert old.stats.accepted + new.stats.accepted == 400
+
+
+async def test_several_changes_per_stanza_still_reach_clients_one_by_one(
+    prosody: ProsodyServer,
+) -> None:
+    """The opt-in for busy rooms: a backlog goes out several changes per message,
+    each with its own <rc>; rcclient yields them as separate events, in order."""
+    config = bridge_config(
+        prosody, rooms={"wikis": ["batchwiki"]}, delivery={"changes_per_stanza": 10}
+    )
+    bridge = await running_bridge(config)
+    room = f"batchwiki@{prosody.muc_domain}"
+    plain = await raw_client(prosody, "intruder", "intruderpass")
+    payloads_per_message: list[int] = []
+    plain.add_event_handler(
+        "groupchat_message",
+        lambda msg: payloads_per_message.append(len(list(msg.xml.iter("{urn:xmlrc:rc:1}rc")))),
+    )
+    try:
+        await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the room")
+        await plain.plugin["xep_0045"].join_muc_wait(slixmpp.JID(room), "plain", maxstanzas=0)
+        async with reader(prosody, [room]) as client:
+            bridge.sink.client.abort()  # while it reconnects, a backlog builds up
+            await wait_for(lambda: not bridge.sink.online, 20, "the disconnect")
+            await stream(bridge, "batchwiki", range(1, 301), per_second=2000)
+            got = await collect(client, 300, timeout=60)
+    finally:
+        plain.disconnect()
+        await bridge.stop()
+    assert [d.change.rcid for d in got] == list(range(1, 301))
+    assert sum(payloads_per_message) == 300
+    assert max(payloads_per_message) == 10
+    assert len(payloads_per_message) < 300

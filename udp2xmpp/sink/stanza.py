@@ -51,3 +51,27 @@ def message_text(change: RecentChange, room: str, sender: str | None = None) -> 
         f"{change_to_xml_text(change)}"
         f'<origin-id xmlns="{SID_NS}" id="{stable_id}"/></message>'
     )
+
+
+def batch_id(changes: list[RecentChange]) -> str:
+    """The id of a message carrying several changes: the first one's id and the count."""
+    return f"{changes[0].stable_id}+{len(changes)}"
+
+
+def messages_text(changes: list[RecentChange], room: str, sender: str | None = None) -> str:
+    """One message carrying several changes (the opt-in for very busy rooms).
+
+    The body has one IRC-style line per change; each change has its own
+    ``<rc>`` (with its own stable id), so clients still see separate events.
+    """
+    if len(changes) == 1:
+        return message_text(changes[0], room, sender)
+    stable_id = escape_attribute(xml_safe(batch_id(changes)))
+    sender_attr = f' from="{escape_attribute(sender)}"' if sender is not None else ""
+    lines = "\n".join(escape_text(xml_safe(change_to_line(c))) for c in changes)
+    payloads = "".join(change_to_xml_text(c) for c in changes)
+    return (
+        f'<message to="{escape_attribute(room)}" type="groupchat" id="{stable_id}"{sender_attr}>'
+        f"<body>{lines}</body>{payloads}"
+        f'<origin-id xmlns="{SID_NS}" id="{stable_id}"/></message>'
+    )

@@ -38,7 +38,7 @@ from ..config import RoomSettings, XmppSettings
 from ..route import RoomSpec
 from ..throttled_log import RateLimitedLog
 from .pacing import Pacer
-from .stanza import message_text
+from .stanza import messages_text
 from .stream import BridgeClient, BridgeComponent
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,25 @@ class RoomChannel:
             count += 1
         return count
 
-    def take_unconfirmed(self, stable_id: str) -> RecentChange | None:
-        """Remove and return the unconfirmed change with this id (rare: errors only)."""
+    def take_unconfirmed(self, message_id: str) -> list[RecentChange]:
+        """Remove and return the unconfirmed changes a message carried (errors only).
+
+        A message id is a change's stable id, or ``first-id+count`` for a
+        message carrying several changes (sent together, so adjacent here).
+        """
+        first, plus, count_text = message_id.rpartition("+")
+        if plus and count_text.isdigit():
+            stable_id, count = first, int(count_text)
+        else:
+            stable_id, count = message_id, 1
         for index, (_seq, change) in enumerate(self.unconfirmed):
             if change.stable_id == stable_id:
-                del self.unconfirmed[index]
-                return change
-        return None
+                taken = [self.unconfirmed[index + n][1] for n in range(count)
+                         if index + n < len(self.unconfirmed)]  # fmt: skip
+                for _ in taken:
+                    del self.unconfirmed[index]
+                return taken
+        return []
 
 
 class XmppSink:
@@ -139,6 +151,7 @@ class XmppSink:
         max_stanzas_per_second: float = 0.0,
         max_bytes_per_second: float = 0.0,
         max_unconfirmed: int = 1000,
+        changes_per_stanza: int = 1,
         on_state: Callable[[str], None] | None = None,
         on_published: Callable[[RoomSpec, RecentChange], None] | None = None,
     ) -> None:
@@ -146,6 +159,7 @@ class XmppSink:
         self.room_settings = rooms
         self.queue_size = queue_size
         self.max_unconfirmed = max_unconfirmed
+        self.changes_per_stanza = changes_per_stanza
         self.stats = SinkStats()
         self.state = "disconnected"
         self._on_state = on_state or (lambda state: None)
@@ -429,14 +443,23 @@ class XmppSink:
                     await asyncio.wait_for(channel.confirmed.wait(), self.settings.ping_timeout)
                 continue
             batch: list[str] = []
+            group: list[RecentChange] = []
             wait = 0.0
-            while channel.queue and len(batch) < min(_BATCH, room_for):
+            taken = 0
+            while channel.queue and taken < min(_BATCH, room_for):
                 change = channel.queue[0]
                 wait = self._pacer.delay(_size_estimate(change), loop.time())
                 if wait:
                     break
                 channel.queue.popleft()
-                batch.append(self._prepare(channel, change))
+                taken += 1
+                group.append(change)
+                # Several changes share a stanza only when they queued up anyway.
+                if len(group) >= self.changes_per_stanza or not channel.queue:
+                    batch.append(self._prepare(channel, group))
+                    group = []
+            if group:
+                batch.append(self._prepare(channel, group))
             if batch:
                 self.client.send_texts(batch)
                 channel.sent_since_ping.set()
@@ -531,21 +554,21 @@ class XmppSink:
         channel = self._channels.get(str(message["from"].bare))
         if channel is None:
             return
-        change = channel.take_unconfirmed(message["id"])
-        if change is None:
+        changes = channel.take_unconfirmed(message["id"])
+        if not changes:
             return
         condition = message["error"]["condition"]
         if condition in _NOT_JOINED:
-            channel.queue.appendleft(change)
-            self.stats.resent += 1
+            channel.queue.extendleft(reversed(changes))
+            self.stats.resent += len(changes)
             if channel.joined:
                 log.warning("%s says we are not in it (%s): rejoining", channel.jid, condition)
                 channel.joined = False
                 self.stats.resent += channel.requeue_unconfirmed()
                 channel.wake.set()
         else:
-            self.stats.dropped_refused += 1
-            self._refused_log.warning("%s refused %s: %s", channel.jid, change.stable_id, condition)
+            self.stats.dropped_refused += len(changes)
+            self._refused_log.warning("%s refused %s: %s", channel.jid, message["id"], condition)
 
     async def _join(self, channel: RoomChannel) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -607,14 +630,15 @@ class XmppSink:
         iq.xml.append(query)
         await iq.send(timeout=self.settings.ping_timeout)
 
-    def _prepare(self, channel: RoomChannel, change: RecentChange) -> str:
-        """The message for one change, now counted as sent and unconfirmed."""
-        text = message_text(change, channel.jid, sender=self._from_jid_text)
+    def _prepare(self, channel: RoomChannel, changes: list[RecentChange]) -> str:
+        """The message for one change (or a few), now counted as sent and unconfirmed."""
+        text = messages_text(changes, channel.jid, sender=self._from_jid_text)
         channel.sent_seq += 1
-        channel.unconfirmed.append((channel.sent_seq, change))
-        self.stats.published += 1
-        if self._on_published is not None:
-            self._on_published(channel.spec, change)
+        for change in changes:
+            channel.unconfirmed.append((channel.sent_seq, change))
+            self.stats.published += 1
+            if self._on_published is not None:
+                self._on_published(channel.spec, change)
         return text
 
     @property
