@@ -17,6 +17,7 @@ It is used by ``benchmarks/ejabberd.py`` only, not by the tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -206,14 +207,17 @@ class EjabberdServer:
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace").strip()
-            raise EjabberdError(f"ejabberdctl register {user} failed ({result.returncode}): {output}")
+            raise EjabberdError(
+                f"ejabberdctl register {user} failed ({result.returncode}): {output}"
+            )
 
     # ----------------------------------------------------------------- logs
 
     def log_text(self) -> str:
         """ejabberd's log and console output so far."""
         parts = []
-        for path in (self.log_file, self._dir / "logs" / "error.log", self._dir / "ejabberd.stdout"):
+        logs = self._dir / "logs"
+        for path in (self.log_file, logs / "error.log", self._dir / "ejabberd.stdout"):
             if path.exists():
                 text = path.read_text(errors="replace")
                 if text:
@@ -228,10 +232,8 @@ class EjabberdServer:
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "HOME": str(self._dir / "home")}
