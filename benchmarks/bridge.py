@@ -55,23 +55,35 @@ async def wait_room(xmpp: slixmpp.ClientXMPP, room: str, limit: float = 30.0) ->
     raise RuntimeError(f"{room} was not created within {limit:.0f} s")
 
 
-async def direct_publisher(server: ProsodyServer, events: int) -> dict[str, float]:
-    """Baseline: one slixmpp client publishes `events` messages straight into a room."""
-    room = f"direct@{server.muc_domain}"
+async def direct_publisher(
+    server: ProsodyServer, events: int, per_second: float | None = None, room_name: str = "direct"
+) -> dict[str, float]:
+    """Baseline: one slixmpp client publishes `events` messages straight into a room
+    (as fast as it can, or paced at `per_second`, then with send-to-receipt latencies)."""
+    room = f"{room_name}@{server.muc_domain}"
     publisher = client(server, "direct", "directpass")
     await connect(publisher, server)
     await publisher.plugin["xep_0045"].join_muc_wait(slixmpp.JID(room), "pub", maxstanzas=0)
     reader_xmpp, reader = await join_reader(server, room)
+    sent_at: dict[str, float] = {}
     try:
         start = time.perf_counter()
         for rcid in range(1, events + 1):
-            element = build_message(sample_change("direct", rcid), room)
+            if per_second:
+                delay = start + (rcid - 1) / per_second - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            element = build_message(sample_change(room_name, rcid), room)
+            sent_at[f"{room_name}/{rcid}"] = time.perf_counter()
             publisher.send(slixmpp.Message(publisher, xml=element))
-            if rcid % 100 == 0:
+            if not per_second and rcid % 100 == 0:
                 await asyncio.sleep(0)  # let slixmpp write; an unpaced flood only queues up
         await reader.wait_for(events)
         elapsed = time.perf_counter() - start
-        return {"delivered": len(reader.received), "rate": reader.rate(), "elapsed": elapsed}
+        latencies = [(reader.received[k] - t) * 1000 for k, t in sent_at.items()
+                     if k in reader.received]  # fmt: skip
+        return {"delivered": len(reader.received), "rate": reader.rate(), "elapsed": elapsed,
+                "latencies": latencies}  # type: ignore[dict-item]  # fmt: skip
     finally:
         publisher.disconnect()
         reader_xmpp.disconnect()
@@ -199,6 +211,9 @@ async def main(events: int, only: str | None) -> None:
             report(result)
             print(f"    ratio to the direct publisher: {result['rate'] / baseline['rate']:.2f}")
         if only in (None, "latency"):
+            direct = await direct_publisher(server, 1000, 100, room_name="directpaced")
+            print(f"  baseline, direct publisher paced at 100/s: latency publisher -> reader: "
+                  f"{summary(direct['latencies'])}")  # type: ignore[arg-type]  # fmt: skip
             report(await through_bridge(server, workdir, 1000, 100, "latency at 100/s"))
             half = max(100.0, baseline["rate"] / 2)
             report(
