@@ -26,10 +26,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from udp2xmpp.dev.prosody import _free_ports, _stream_answers
+
+from .throwaway import ThrowawayServer
 
 __all__ = ["EjabberdError", "EjabberdServer"]
 
@@ -40,7 +41,7 @@ class EjabberdError(RuntimeError):
     """ejabberd could not be configured, started or driven as asked."""
 
 
-class EjabberdServer:
+class EjabberdServer(ThrowawayServer):
     """A private ejabberd instance on loopback, run as a child process group."""
 
     domain = "localhost"
@@ -169,27 +170,6 @@ class EjabberdServer:
             handle.close()
         self._out_files = []
 
-    def cleanup(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
     # ------------------------------------------------------------ accounts
 
     def add_user(self, user: str, password: str) -> None:
@@ -223,10 +203,6 @@ class EjabberdServer:
                 if text:
                     parts.append(f"--- {path.name} ---\n{text}")
         return "\n".join(parts)
-
-    def _tail(self, lines: int = 40) -> str:
-        tail = "\n".join(self.log_text().splitlines()[-lines:])
-        return f"\n--- last log lines ({self._dir}) ---\n{tail}" if tail else ""
 
     # ------------------------------------------------------------ internals
 

@@ -44,8 +44,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
+
+from .throwaway import ThrowawayServer
 
 __all__ = [
     "MEDIAWIKI_DIR",
@@ -190,7 +191,7 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-class MediaWikiServer:
+class MediaWikiServer(ThrowawayServer):
     """A private MediaWiki on loopback, served by ``php -S`` as a child process.
 
     Typical use::
@@ -501,7 +502,7 @@ require {_php_str(str(self.runtime_settings))};
             output = self._output_since(offset)
             if code is not None or "Failed to listen" in output:
                 self.stop()
-                tail = self._tail(offset)
+                tail = self._tail_since(offset)
                 if "Address already in use" in output:
                     raise _PortTakenError(f"port {self.port} is taken" + tail)
                 raise MediaWikiError(f"php -S exited with status {code} while starting" + tail)
@@ -511,12 +512,12 @@ require {_php_str(str(self.runtime_settings))};
                     return
             except MediaWikiError as exc:
                 self.stop()
-                raise MediaWikiError(str(exc) + self._tail(offset)) from None
+                raise MediaWikiError(str(exc) + self._tail_since(offset)) from None
             if time.monotonic() > deadline:
                 self.stop()
                 raise MediaWikiError(
                     f"MediaWiki did not answer on {self.api_url} within "
-                    f"{self._start_timeout:g} s" + self._tail(offset)
+                    f"{self._start_timeout:g} s" + self._tail_since(offset)
                 )
             time.sleep(0.05)
 
@@ -565,29 +566,6 @@ require {_php_str(str(self.runtime_settings))};
         self.stop()
         self.start()
 
-    def cleanup(self) -> None:
-        """Stop the server and remove the directory if this object made it."""
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            try:
-                self.start()
-            except BaseException:
-                self.cleanup()
-                raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
     # ------------------------------------------------------------------ logs
 
     def log_text(self) -> str:
@@ -601,7 +579,7 @@ require {_php_str(str(self.runtime_settings))};
         except FileNotFoundError:
             return ""
 
-    def _tail(self, offset: int = 0, lines: int = 40) -> str:
+    def _tail_since(self, offset: int = 0, lines: int = 40) -> str:
         tail = "\n".join(self._output_since(offset).splitlines()[-lines:])
         return f"\n--- last log lines ({self.log_file}) ---\n{tail}" if tail else ""
 

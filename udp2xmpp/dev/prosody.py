@@ -33,8 +33,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Literal, Self
+from typing import IO, Literal
+
+from .throwaway import ThrowawayServer
 
 __all__ = ["ProsodyError", "ProsodyServer"]
 
@@ -96,7 +97,7 @@ def _stream_answers(host: str, port: int, domain: str, timeout: float = 1.0) -> 
         return False
 
 
-class ProsodyServer:
+class ProsodyServer(ThrowawayServer):
     """A private Prosody instance on loopback, run as a child process.
 
     Typical use::
@@ -400,29 +401,6 @@ class ProsodyServer:
         process.send_signal(signal.SIGCONT)
         self._frozen = False
 
-    def cleanup(self) -> None:
-        """Stop the server and remove the directory if this object made it."""
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            try:
-                self.start()
-            except BaseException:
-                self.cleanup()
-                raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
     # ------------------------------------------------------------ accounts
 
     def add_user(self, user: str, password: str) -> None:
@@ -470,10 +448,6 @@ class ProsodyServer:
                 return handle.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def _tail(self, lines: int = 40) -> str:
-        tail = "\n".join(self.log_text().splitlines()[-lines:])
-        return f"\n--- last log lines ({self._dir}) ---\n{tail}" if tail else ""
 
     # ------------------------------------------------------------ internals
 
