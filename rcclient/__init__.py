@@ -4,7 +4,8 @@
   ``@client.on_change(...)``, ``run()``);
 - `iter_changes`: a blocking iterator for scripts and notebooks;
 - `ChangeFilter`: keyword and callable filters combined as all / any / none;
-- `Delivery`, `Gap`: what the client hands out; `RecentChange`: the change.
+- `Delivery`, `Gap`: what the client hands out; `RecentChange`: the change;
+- `NodeReader`: the same changes from a PubSub node instead of a room.
 """
 
 from xmlrc_emitter.wire import RecentChange
@@ -12,6 +13,7 @@ from xmlrc_emitter.wire import RecentChange
 from .blocking import ChangeStream, iter_changes
 from .client import Delivery, Event, Gap, RCClient, RCClientError
 from .filters import ChangeFilter
+from .pubsub import NodeReader, NodeReaderError
 
 __all__ = [
     "ChangeFilter",
@@ -19,6 +21,8 @@ __all__ = [
     "Delivery",
     "Event",
     "Gap",
+    "NodeReader",
+    "NodeReaderError",
     "RCClient",
     "RCClientError",
     "RecentChange",
