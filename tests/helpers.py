@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,8 @@ async def running_bridge(config: BridgeConfig) -> Bridge:
     return bridge
 
 
-async def eventually(action: Callable[[], Awaitable[None]]) -> None:
-    await action()
-
-
-async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
-    """Every stable id in `room`'s archive (XEP-0313), in archive order, duplicates kept."""
+async def archived_messages(prosody: ProsodyServer, room: str) -> list[Any]:
+    """Every message in `room`'s archive (XEP-0313), oldest first, read as another user."""
     import slixmpp
 
     client = slixmpp.ClientXMPP(prosody.jid("intruder"), "intruderpass")
@@ -98,7 +94,7 @@ async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
     started = asyncio.Event()
     client.add_event_handler("session_start", lambda _: started.set())
     client.connect(prosody.host, prosody.c2s_port)
-    ids: list[str] = []
+    messages: list[Any] = []
     try:
         await asyncio.wait_for(started.wait(), 20)
         mam = client.plugin["xep_0313"]
@@ -110,13 +106,38 @@ async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
             if after is not None:
                 rsm["after"] = after
             result = await mam.retrieve(jid=slixmpp.JID(room), rsm=rsm, timeout=30)
-            messages = result["mam"]["results"]
-            for message in messages:
-                for origin in message.xml.iter("{urn:xmpp:sid:0}origin-id"):
-                    ids.append(str(origin.get("id")))
+            page = result["mam"]["results"]
+            messages.extend(page)
             after = result["mam_fin"]["rsm"]["last"] or None
-            if not messages or after is None or result["mam_fin"]["complete"]:
+            if not page or after is None or result["mam_fin"]["complete"]:
                 break
     finally:
         client.disconnect()
-    return ids
+        await asyncio.sleep(0)
+    return messages
+
+
+async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
+    """Every stable id in `room`'s archive, in archive order, duplicates kept."""
+    return [
+        str(origin.get("id"))
+        for message in await archived_messages(prosody, room)
+        for origin in message.xml.iter("{urn:xmpp:sid:0}origin-id")
+    ]
+
+
+def bridge_toml(prosody: ProsodyServer, udp_port: int, rooms: str) -> str:
+    """A bridge config file for `prosody` (password from $TEST_BRIDGE_PASSWORD);
+    `rooms` is the rest of the [rooms] section and any sections after it."""
+    return f"""
+[xmpp]
+jid = "rcbot@{prosody.domain}"
+password_env = "TEST_BRIDGE_PASSWORD"
+host = "{prosody.host}"
+port = {prosody.c2s_port}
+ca_file = "{prosody.ca_file}"
+[udp]
+listen = "127.0.0.1:{udp_port}"
+[rooms]
+service = "{prosody.muc_domain}"
+{rooms}"""

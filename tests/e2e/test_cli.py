@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.fixtures import JSON_FEED_PORT, packets
-from tests.helpers import reader, wait_for
+from tests.helpers import bridge_toml, reader, wait_for
 from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import Emitter
 from xmlrc_emitter.wire import RecentChange, change_from_json, decode_datagram
@@ -20,21 +20,7 @@ SAMPLES = Path(__file__).parents[2] / "rc2udp" / "samples" / "sample-changes.jso
 
 
 def write_config(path: Path, prosody: ProsodyServer, udp_port: int, wikis: list[str]) -> Path:
-    path.write_text(
-        f"""
-[xmpp]
-jid = "rcbot@{prosody.domain}"
-password_env = "TEST_BRIDGE_PASSWORD"
-host = "{prosody.host}"
-port = {prosody.c2s_port}
-ca_file = "{prosody.ca_file}"
-[udp]
-listen = "127.0.0.1:{udp_port}"
-[rooms]
-service = "{prosody.muc_domain}"
-wikis = {json.dumps(wikis)}
-"""
-    )
+    path.write_text(bridge_toml(prosody, udp_port, f"wikis = {json.dumps(wikis)}\n"))
     return path
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rcclient import Delivery, Gap, RCClient
-from tests.helpers import bridge_config, running_bridge, wait_for
+from tests.helpers import archived_messages, bridge_config, running_bridge, wait_for
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import Emitter
@@ -123,30 +123,12 @@ class Reader:
 
 async def room_bodies(prosody: ProsodyServer, room: str) -> list[str]:
     """The bodies of every message in `room`'s archive (read as another user)."""
-    import slixmpp
-
-    client = slixmpp.ClientXMPP(prosody.jid("intruder"), "intruderpass")
-    for plugin in ("xep_0059", "xep_0313"):
-        client.register_plugin(plugin)
-    client.enable_direct_tls = False
-    client.ca_certs = prosody.ca_file
-    started = asyncio.Event()
-    client.add_event_handler("session_start", lambda _: started.set())
-    client.connect(prosody.host, prosody.c2s_port)
-    bodies: list[str] = []
-    try:
-        await asyncio.wait_for(started.wait(), 20)
-        reply = await client.plugin["xep_0313"].retrieve(
-            jid=slixmpp.JID(room), rsm={"max": 50}, timeout=20
+    bodies = []
+    for result in await archived_messages(prosody, room):
+        body = result.xml.find(
+            "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded"
+            "/{jabber:client}message/{jabber:client}body"
         )
-        for result in reply["mam"]["results"]:
-            body = result.xml.find(
-                "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded"
-                "/{jabber:client}message/{jabber:client}body"
-            )
-            if body is not None and body.text:
-                bodies.append(body.text)
-    finally:
-        client.disconnect()
-        await asyncio.sleep(0)
+        if body is not None and body.text:
+            bodies.append(body.text)
     return bodies

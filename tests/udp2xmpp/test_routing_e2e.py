@@ -18,7 +18,14 @@ from typing import Any
 import slixmpp
 
 from rcclient import Delivery, RCClient
-from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
+from tests.helpers import (
+    bridge_config,
+    bridge_toml,
+    collect,
+    reader,
+    running_bridge,
+    wait_for,
+)
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import Emitter
@@ -266,22 +273,7 @@ async def test_reload_changes_routing_on_the_same_connection(prosody: ProsodySer
 
 
 def write_config(path: Path, prosody: ProsodyServer, udp_port: int, extra: str = "") -> None:
-    path.write_text(
-        f"""
-[xmpp]
-jid = "rcbot@{prosody.domain}"
-password_env = "TEST_BRIDGE_PASSWORD"
-host = "{prosody.host}"
-port = {prosody.c2s_port}
-ca_file = "{prosody.ca_file}"
-[udp]
-listen = "127.0.0.1:{udp_port}"
-[rooms]
-service = "{prosody.muc_domain}"
-wikis = ["rt5"]
-{extra}
-"""
-    )
+    path.write_text(bridge_toml(prosody, udp_port, f'wikis = ["rt5"]\n{extra}\n'))
 
 
 def free_udp_port() -> int:
