@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test demo fuzz clean
+.PHONY: install lint test demo fuzz clean wheel-list
 
 ## install: Debian packages (Prosody, ...) and the .venv with the project
 install:
@@ -20,7 +20,7 @@ test: install lint
 
 ## demo: run the local end-to-end demo; pass options with ARGS="..."
 demo: install
-	$(BIN)/python -m udp2xmpp.dev.demo $(ARGS)
+	$(BIN)/python -m harness.demo $(ARGS)
 
 ## fuzz: coverage-guided fuzzing of the datagram decoder (atheris); SECONDS=300 by default
 SECONDS ?= 300
@@ -35,3 +35,8 @@ fuzz: install
 clean:
 	rm -rf $(VENV) build demo-run .pytest_cache .mypy_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+## wheel-list: build the wheel and list what it installs (only the product, no harness)
+wheel-list: install
+	rm -rf build/wheel && $(BIN)/pip wheel --no-deps -q -w build/wheel .
+	$(BIN)/python -m zipfile -l build/wheel/xmlrc-*.whl

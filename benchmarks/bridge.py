@@ -31,9 +31,9 @@ from benchmarks.common import (
     sample_change,
     summary,
 )
-from udp2xmpp.dev.prosody import ProsodyServer
+from harness.prosody import ProsodyServer
 from udp2xmpp.sink.stanza import build_message
-from xmlrc_emitter.wire import DatagramFormat, encode_datagram
+from xmlrc.wire import DatagramFormat, encode_datagram
 
 
 def free_udp_port() -> int:

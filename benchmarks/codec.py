@@ -19,7 +19,7 @@ from typing import Any
 from lxml import etree
 
 from udp2xmpp.sink.stanza import message_text
-from xmlrc_emitter.wire import (
+from xmlrc.wire import (
     DatagramFormat,
     RecentChange,
     change_to_json,
@@ -27,7 +27,7 @@ from xmlrc_emitter.wire import (
     decode_datagram,
     encode_datagram,
 )
-from xmlrc_emitter.wire.rcxml import change_to_xml_text
+from xmlrc.wire.rcxml import change_to_xml_text
 
 DATA = Path(__file__).parents[1] / "tests" / "data" / "feed-packets.jsonl"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import slixmpp
 
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import RecentChange
+from harness.prosody import ProsodyServer
+from xmlrc.wire import RecentChange
 
 BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

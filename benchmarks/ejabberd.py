@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.ejabberd [--events 5000]
 
 The same measurements as ``benchmarks.bridge`` (throughput part), but the
-server is a throwaway ejabberd (``udp2xmpp.dev.ejabberd``) on loopback with
+server is a throwaway ejabberd (``harness.ejabberd``) on loopback with
 STARTTLS, XEP-0198, no shapers and MUC archiving off.  Compare figures within
 one run only.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import cast
 
 from benchmarks.bridge import direct_publisher, report, through_bridge
-from udp2xmpp.dev.ejabberd import EjabberdServer
-from udp2xmpp.dev.prosody import ProsodyServer
+from harness.ejabberd import EjabberdServer
+from harness.prosody import ProsodyServer
 
 
 @contextmanager

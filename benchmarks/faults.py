@@ -27,9 +27,9 @@ import aiohttp
 
 from benchmarks.bridge import free_udp_port
 from benchmarks.common import BIN, process_rss_mb, sample_change
+from harness.prosody import ProsodyServer
 from tests.helpers import archived_stable_ids
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import DatagramFormat, encode_datagram
+from xmlrc.wire import DatagramFormat, encode_datagram
 
 WIKI = "faultwiki"
 

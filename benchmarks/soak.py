@@ -24,8 +24,8 @@ import aiohttp
 
 from benchmarks.bridge import free_udp_port
 from benchmarks.common import BIN, process_rss_mb, sample_change
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import DatagramFormat, encode_datagram
+from harness.prosody import ProsodyServer
+from xmlrc.wire import DatagramFormat, encode_datagram
 
 WIKI = "soakwiki"
 

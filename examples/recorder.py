@@ -29,8 +29,8 @@ from typing import IO, Any
 
 from rcclient import Delivery, Gap, RCClient, RCClientError
 from rcclient.config import ConfigError, account_from_arguments, add_account_arguments, parse_since
-from xmlrc_emitter.wire import change_to_json
-from xmlrc_emitter.wire.model import iso_from_utc
+from xmlrc.wire import change_to_json
+from xmlrc.wire.model import iso_from_utc
 
 COLUMNS = [
     "stable_id",

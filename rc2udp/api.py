@@ -14,7 +14,7 @@ Responsible for how rc2udp talks HTTP, nothing else:
   ``assert=user``: a lost session is logged in again;
 - one request at a time per wiki (no parallel hammering).
 
-What to ask and what the answers mean lives in `xmlrc_emitter.wire.apijson`.
+What to ask and what the answers mean lives in `xmlrc.wire.apijson`.
 """
 
 from __future__ import annotations

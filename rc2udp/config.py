@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xmlrc.wire.model import utc_from_iso
 from xmlrc_emitter import DatagramFormat
-from xmlrc_emitter.wire.model import utc_from_iso
 
 DEFAULT_TARGET = "127.0.0.1:9390"
 _RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")

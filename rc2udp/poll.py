@@ -9,7 +9,7 @@ resume point in the state file: a restart continues where the last page
 ended, however long it was away (as far back as the wiki keeps recent
 changes, ``$wgRCMaxAge``: 90 days by default).
 
-The query logic is pure (`xmlrc_emitter.wire.apijson`); this module only
+The query logic is pure (`xmlrc.wire.apijson`); this module only
 waits, asks and sends.  A stop request (SIGTERM, Ctrl-C) is honoured between
 pages: a page is always sent and saved whole.
 """
@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Protocol, TypeVar
 
-from xmlrc_emitter import AsyncEmitter, DatagramFormat, RecentChange
-from xmlrc_emitter.wire import DecodeError, change_to_json, coerce
-from xmlrc_emitter.wire.apijson import (
+from xmlrc.wire import DecodeError, change_to_json, coerce
+from xmlrc.wire.apijson import (
     ResumePoint,
     Site,
     can_read_patrolled,
@@ -38,7 +37,8 @@ from xmlrc_emitter.wire.apijson import (
     site_from_siteinfo,
     unsent,
 )
-from xmlrc_emitter.wire.model import iso_from_utc
+from xmlrc.wire.model import iso_from_utc
+from xmlrc_emitter import AsyncEmitter, DatagramFormat, RecentChange
 
 from .api import ApiClient, ApiError
 from .config import Target

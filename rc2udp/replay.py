@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from xmlrc_emitter.wire import RecentChange, change_from_json
+from xmlrc.wire import RecentChange, change_from_json
 
 _ID_FIELDS = ("rcid", "revid", "old_revid", "logid")
 

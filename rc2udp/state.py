@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xmlrc_emitter.wire import DecodeError
-from xmlrc_emitter.wire.apijson import ResumePoint
+from xmlrc.wire import DecodeError
+from xmlrc.wire.apijson import ResumePoint
 
 _VERSION = 1
 

@@ -8,7 +8,7 @@
 - `NodeReader`: the same changes from a PubSub node instead of a room.
 """
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from .blocking import ChangeStream, iter_changes
 from .client import Delivery, Event, Gap, RCClient, RCClientError

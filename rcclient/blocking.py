@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from .client import Delivery, Gap, RCClient, RCClientError
 from .filters import Predicate, build, split_filter_options

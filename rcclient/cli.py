@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from xmlrc_emitter.wire import RecentChange, change_to_json, change_to_line
+from xmlrc.wire import RecentChange, change_to_json, change_to_line
 
 from .client import Gap, RCClient, RCClientError
 from .config import Account, ConfigError, parse_since, resolve_account

@@ -5,7 +5,7 @@
             print(change.title, change.diff_url)
 
 The ``<rc>`` payload is read by the decoder the bridge uses
-(`xmlrc_emitter.wire`). The client keeps its rooms through network trouble:
+(`xmlrc.wire`). The client keeps its rooms through network trouble:
 
 - it reconnects with exponential backoff and jitter, and rejoins its rooms;
 - it checks that it is still in each room with XEP-0410 self-pings (every
@@ -47,8 +47,8 @@ from slixmpp.jid import InvalidJID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from xmlrc_emitter.wire import DecodeError, RecentChange, change_from_element
-from xmlrc_emitter.wire.rcxml import RC_TAG
+from xmlrc.wire import DecodeError, RecentChange, change_from_element
+from xmlrc.wire.rcxml import RC_TAG
 
 from .filters import ChangeFilter, FilterType, Predicate, build
 from .state import StateError, StateFile

@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import fields
 from typing import Any, Literal
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 __all__ = [
     "FILTER_KEYS",

@@ -36,8 +36,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from xmlrc_emitter.wire import DecodeError, RecentChange, change_from_element
-from xmlrc_emitter.wire.rcxml import RC_TAG
+from xmlrc.wire import DecodeError, RecentChange, change_from_element
+from xmlrc.wire.rcxml import RC_TAG
 
 from .client import RCClientError
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from xmlrc_emitter.wire.model import iso_from_utc, utc_from_iso
+from xmlrc.wire.model import iso_from_utc, utc_from_iso
 
 __all__ = ["RoomPosition", "StateError", "StateFile"]
 

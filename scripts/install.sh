@@ -54,7 +54,7 @@ else
 fi
 
 # --- 1b. MediaWiki, for the end-to-end tests -----------------------------------
-# tests/mediawiki and tests/rc2udp run a real MediaWiki (udp2xmpp/dev/mediawiki.py):
+# tests/mediawiki and tests/rc2udp run a real MediaWiki (harness/mediawiki.py):
 # Debian's package, SQLite, served by PHP's built-in server (php -S), so no
 # Apache. The package depends on "apache2 | httpd": an empty local package
 # that provides "httpd" satisfies it; php8.2-cgi satisfies php8.2's need for

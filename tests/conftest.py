@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from udp2xmpp.dev.prosody import ProsodyServer
+from harness.prosody import ProsodyServer
 
 # The machines are small and shared: no per-example deadline, no "generation is
 # slow" failures. CI runs the same examples every time (derandomized), so a
@@ -95,7 +95,7 @@ def prosody_factory(tmp_path: Path) -> Iterator[Callable[..., ProsodyServer]]:
 
 # -- MediaWiki (appended for the rc2udp and MediaWiki tests) -----------------------------
 
-from udp2xmpp.dev.mediawiki import MediaWikiServer  # noqa: E402
+from harness.mediawiki import MediaWikiServer  # noqa: E402
 
 
 @pytest.fixture

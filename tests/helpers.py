@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.prosody import ProsodyServer
 from rcclient import Delivery, RCClient
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.config import BridgeConfig, parse_config
-from udp2xmpp.dev.prosody import ProsodyServer
 
 
 def bridge_config(prosody: ProsodyServer, **sections: dict[str, Any]) -> BridgeConfig:

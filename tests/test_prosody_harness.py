@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 
-from udp2xmpp.dev.prosody import ProsodyServer
+from harness.prosody import ProsodyServer
 
 STEP_TIMEOUT = 15.0
 

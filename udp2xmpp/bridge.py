@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 
-from xmlrc_emitter.wire import Rejection, decode_datagram
+from xmlrc.wire import Rejection, decode_datagram
 
 from .config import BridgeConfig
 from .httpd import OpsServer

@@ -15,7 +15,7 @@ from typing import Any
 
 from slixmpp.jid import JID, InvalidJID
 
-from xmlrc_emitter.wire.coerce import WIKI_ID
+from xmlrc.wire.coerce import WIKI_ID
 
 from .route.model import ROOM_NAME, RoutingSettings
 from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing

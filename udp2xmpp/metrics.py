@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from xmlrc_emitter.wire import RecentChange, RejectReason
+from xmlrc.wire import RecentChange, RejectReason
 
 from .route import RoutingError, UnknownWikiError
 

@@ -34,9 +34,9 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
-from xmlrc_emitter.wire import NAMESPACE, RecentChange
-from xmlrc_emitter.wire.rcxml import change_to_xml_text, escape_attribute
-from xmlrc_emitter.wire.safexml import xml_safe
+from xmlrc.wire import NAMESPACE, RecentChange
+from xmlrc.wire.rcxml import change_to_xml_text, escape_attribute
+from xmlrc.wire.safexml import xml_safe
 
 from .config import PubSubSettings
 from .route import RoomSpec, RoutingError

@@ -1,10 +1,8 @@
-"""xmlrc_emitter: build and send recent-change datagrams.
+"""xmlrc_emitter: build and send recent-change datagrams (`Emitter`, `AsyncEmitter`,
+``xmlrc-emit``). The wire format itself lives in the core package, `xmlrc.wire`."""
 
-It also holds the wire format (`xmlrc_emitter.wire`) that every package of
-xmlrc uses: the event model and its codecs, pure code without I/O.
-"""
+from xmlrc.wire import DatagramFormat, RecentChange
 
 from .emitter import AsyncEmitter, Emitter
-from .wire import DatagramFormat, RecentChange
 
 __all__ = ["AsyncEmitter", "DatagramFormat", "Emitter", "RecentChange"]

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import click
 
+from xmlrc.wire import DatagramFormat, DecodeError, RecentChange, change_from_json
+
 from .emitter import Emitter
-from .wire import DatagramFormat, DecodeError, RecentChange, change_from_json
 
 SECRET_ENV = "XMLRC_SECRET"  # noqa: S105 - a variable name, not a secret
 

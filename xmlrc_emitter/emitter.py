@@ -18,8 +18,8 @@ from types import TracebackType
 
 import asyncio_dgram
 
-from .wire import MAX_DATAGRAM, DatagramFormat, RecentChange, encode_datagram
-from .wire.signing import secret_bytes, sign
+from xmlrc.wire import MAX_DATAGRAM, DatagramFormat, RecentChange, encode_datagram
+from xmlrc.wire.signing import secret_bytes, sign
 
 
 def _check_size(data: bytes) -> bytes:

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.prosody import ProsodyServer
 from tests.fixtures import JSON_FEED_PORT, packets
 from tests.helpers import bridge_toml, reader, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import RecentChange, change_from_json, decode_datagram
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import RecentChange, change_from_json, decode_datagram
 
 BIN = Path(sys.executable).parent
 SAMPLES = Path(__file__).parents[2] / "rc2udp" / "samples" / "sample-changes.jsonl"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from harness.prosody import ProsodyServer
 from tests.fixtures import JSON_FEED_PORT, XML_FEED_PORT, packets
 from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import DatagramFormat, RecentChange, decode_datagram, encode_datagram
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import DatagramFormat, RecentChange, decode_datagram, encode_datagram
 
 WIKIS = ("testwiki", "devwiki")
 

@@ -14,8 +14,8 @@ import asyncio_dgram
 import pytest
 
 from tests.fixtures import JSON_FEED_PORT, packets
+from xmlrc.wire import change_to_json, decode_datagram
 from xmlrc_emitter import AsyncEmitter, DatagramFormat, Emitter, RecentChange
-from xmlrc_emitter.wire import change_to_json, decode_datagram
 
 CHANGE = RecentChange(
     wiki="mywiki", type="edit", ns=0, title="Main Page", user="Alice", comment="fix",

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xmlrc_emitter import AsyncEmitter, Emitter, RecentChange
-from xmlrc_emitter.wire import (
+from xmlrc.wire import (
     Rejection,
     RejectReason,
     SignatureChecker,
@@ -26,6 +25,7 @@ from xmlrc_emitter.wire import (
     sign,
     verify,
 )
+from xmlrc_emitter import AsyncEmitter, Emitter, RecentChange
 
 SECRET = "correct horse battery staple"
 PAYLOAD = (

@@ -18,7 +18,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from xmlrc_emitter.wire import (
+    from xmlrc.wire import (
         DatagramFormat,
         RecentChange,
         Rejection,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from xmlrc_emitter.wire import DatagramFormat, RecentChange, decode_datagram, encode_datagram
+from xmlrc.wire import DatagramFormat, RecentChange, decode_datagram, encode_datagram
 
 HERE = Path(__file__).parent
 DATA = HERE.parent / "data" / "feed-packets.jsonl"

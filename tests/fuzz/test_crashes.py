@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xmlrc_emitter.wire import (
+from xmlrc.wire import (
     DatagramFormat,
     RecentChange,
     Rejection,

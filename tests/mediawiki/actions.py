@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from harness.mediawiki import MediaWikiServer
 from rc2udp.api import ApiClient, user_agent
-from udp2xmpp.dev.mediawiki import MediaWikiServer
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.apijson import RCPROP, Site, change_from_api, site_from_siteinfo
+from xmlrc.wire import RecentChange
+from xmlrc.wire.apijson import RCPROP, Site, change_from_api, site_from_siteinfo
 
 AGENT = user_agent("xmlrc tests <root@localhost>")
 

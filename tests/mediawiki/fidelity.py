@@ -24,8 +24,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.model import FIELD_NAMES
+from xmlrc.wire import RecentChange
+from xmlrc.wire.model import FIELD_NAMES
 
 MATCH = "="
 NOT_CARRIED = "not carried"

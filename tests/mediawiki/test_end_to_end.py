@@ -34,16 +34,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from harness.mediawiki import MediaWikiServer, RCFeed
+from harness.prosody import ProsodyServer
 from rcclient import Delivery, RCClient
 from tests.helpers import bridge_config, reader, running_bridge, wait_for
 from tests.mediawiki.actions import LONG_COMMENT, UNICODE_TITLE, WikiDriver
 from tests.mediawiki.fidelity import DIFFERS, MATCH, NOT_CARRIED, FidelityReport
 from udp2xmpp.bridge import Bridge
-from udp2xmpp.dev.mediawiki import MediaWikiServer, RCFeed
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.apijson import ResumePoint
-from xmlrc_emitter.wire.model import FIELD_NAMES, iso_from_utc
+from xmlrc.wire import RecentChange
+from xmlrc.wire.apijson import ResumePoint
+from xmlrc.wire.model import FIELD_NAMES, iso_from_utc
 
 PREFIX = "rcfeed"
 #: path -> (MediaWiki formatter, line prefix) for the paths fed by $wgRCFeeds.

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.mediawiki import MediaWikiError, MediaWikiServer, RCFeed
 from tests.mediawiki.actions import WikiDriver
-from udp2xmpp.dev.mediawiki import MediaWikiError, MediaWikiServer, RCFeed
-from xmlrc_emitter.wire import RecentChange, decode_datagram
+from xmlrc.wire import RecentChange, decode_datagram
 
 
 def siteinfo(wiki: MediaWikiServer) -> dict[str, object]:

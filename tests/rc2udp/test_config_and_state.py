@@ -17,9 +17,8 @@ from rc2udp.config import (
     parse_target,
 )
 from rc2udp.state import StateError, StateFile
-from xmlrc_emitter import DatagramFormat
-from xmlrc_emitter.wire import DecodeError
-from xmlrc_emitter.wire.apijson import (
+from xmlrc.wire import DecodeError
+from xmlrc.wire.apijson import (
     RCPROP,
     ResumePoint,
     Site,
@@ -27,6 +26,7 @@ from xmlrc_emitter.wire.apijson import (
     rcprop,
     site_from_siteinfo,
 )
+from xmlrc_emitter import DatagramFormat
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "rc2udp.toml"
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from xmlrc_emitter.wire import RecentChange, change_from_json, decode_datagram
+from xmlrc.wire import RecentChange, change_from_json, decode_datagram
 
 SAMPLES = Path(__file__).parents[2] / "rc2udp" / "samples" / "sample-changes.jsonl"
 REPLAY = [sys.executable, "-m", "rc2udp", "replay", str(SAMPLES), "--speed", "max"]

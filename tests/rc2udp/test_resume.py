@@ -15,14 +15,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.apijson import (
+from xmlrc.wire import RecentChange
+from xmlrc.wire.apijson import (
     RCPROP,
     ResumePoint,
     recentchanges_query,
     unsent,
 )
-from xmlrc_emitter.wire.model import utc_from_iso
+from xmlrc.wire.model import utc_from_iso
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from harness.prosody import ProsodyServer
 from tests.helpers import bridge_config, running_bridge, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
 
 RC2UDP = Path(sys.executable).parent / "rc2udp"
 SAMPLES = Path(__file__).parents[2] / "rc2udp" / "samples" / "sample-changes.jsonl"

@@ -1,6 +1,6 @@
 """``rc2udp poll`` and ``record`` against a real MediaWiki, as an operator runs them.
 
-The wikis are real (`udp2xmpp.dev.mediawiki`); the changes are made through
+The wikis are real (`harness.mediawiki`); the changes are made through
 their API (`tests.mediawiki.actions.WikiDriver`); rc2udp runs as the real
 command in a child process and sends to plain UDP sockets here, whose
 datagrams are decoded and compared with what the API reports.
@@ -17,11 +17,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.mediawiki import MediaWikiServer
 from rc2udp.api import ApiClient
 from tests.mediawiki.actions import AGENT, WikiDriver
-from udp2xmpp.dev.mediawiki import MediaWikiServer
-from xmlrc_emitter.wire import RecentChange, change_from_json, decode_datagram
-from xmlrc_emitter.wire.model import iso_from_utc
+from xmlrc.wire import RecentChange, change_from_json, decode_datagram
+from xmlrc.wire.model import iso_from_utc
 
 
 class Inbox:

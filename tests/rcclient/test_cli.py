@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from harness.prosody import ProsodyServer
 from rcclient import RCClientError
 from rcclient.cli import main
 from tests.helpers import reader
 from tests.rcclient.util import RCCLIENT, bridge_for, change, published, room_of, send
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import change_from_json
+from xmlrc.wire import change_from_json
 
 
 def account_args(prosody: ProsodyServer, password: str = "readerpass") -> list[str]:  # noqa: S107

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import rcclient
+from harness.prosody import ProsodyServer
 from rcclient import ChangeFilter, Delivery, RCClientError, RecentChange
 from tests.helpers import reader, wait_for
 from tests.rcclient.util import (
@@ -24,7 +25,6 @@ from tests.rcclient.util import (
     send,
     send_steadily,
 )
-from udp2xmpp.dev.prosody import ProsodyServer
 
 
 async def test_filters_and_callbacks_on_the_live_stream(prosody: ProsodyServer) -> None:

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from harness.prosody import ProsodyServer
 from tests.rcclient.util import bridge_for, change, published, room_bodies, room_of, send
-from udp2xmpp.dev.prosody import ProsodyServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

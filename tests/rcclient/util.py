@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from harness.prosody import ProsodyServer
 from rcclient import Delivery, Gap, RCClient
 from tests.helpers import archived_messages, bridge_config, running_bridge, wait_for
 from udp2xmpp.bridge import Bridge
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import RecentChange
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import RecentChange
 
-RCCLIENT = "/work/main/.venv/bin/rcclient"
+#: The console script installed next to the Python running the tests (the venv's).
+RCCLIENT = str(Path(sys.executable).parent / "rcclient")
 EPOCH = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

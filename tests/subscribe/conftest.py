@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from udp2xmpp.dev.prosody import ProsodyServer
+from harness.prosody import ProsodyServer
 
 PEOPLE = {"alice": "alicepass", "bob": "bobpass"}
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import slixmpp
 
+from harness.prosody import ProsodyServer
 from tests.helpers import running_bridge
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.config import BridgeConfig
-from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import RecentChange
 
 

@@ -28,7 +28,7 @@ from udp2xmpp.subscribe.adhoc import (
 from udp2xmpp.subscribe.commands import CommandError, ListCommand, Mute, Watch
 from udp2xmpp.subscribe.messages import digest_body, digest_text, notification_text
 from udp2xmpp.subscribe.model import Subscription, Target
-from xmlrc_emitter.wire import change_from_element
+from xmlrc.wire import change_from_element
 
 from .helpers import change
 

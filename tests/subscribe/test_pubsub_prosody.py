@@ -16,10 +16,10 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
+from harness.prosody import ProsodyServer
 from rcclient.pubsub import NodeReader, NodeReaderError
 from tests.helpers import bridge_config, running_bridge
 from udp2xmpp.bridge import Bridge
-from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import AsyncEmitter, RecentChange
 
 from .helpers import change, until

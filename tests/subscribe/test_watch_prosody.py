@@ -19,16 +19,16 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.prosody import ProsodyServer
 from tests.helpers import bridge_config
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.config import BridgeConfig
-from udp2xmpp.dev.prosody import ProsodyServer
 from udp2xmpp.subscribe import StoreLockedError
 from udp2xmpp.subscribe.model import Target
 from udp2xmpp.subscribe.store import SubscriptionStore
+from xmlrc.wire import change_from_element, change_to_line
+from xmlrc.wire.rcxml import RC_TAG
 from xmlrc_emitter import AsyncEmitter, RecentChange
-from xmlrc_emitter.wire import change_from_element, change_to_line
-from xmlrc_emitter.wire.rcxml import RC_TAG
 
 from .helpers import Person, change, started, until
 

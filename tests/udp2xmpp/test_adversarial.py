@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import socket
 
+from harness.prosody import ProsodyServer
 from tests.fixtures import JSON_FEED_PORT, XML_FEED_PORT, packets
 from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
-from xmlrc_emitter.wire import RecentChange, decode_datagram, encode_datagram
+from xmlrc.wire import RecentChange, decode_datagram, encode_datagram
 
 WIKI = "advwiki"
 GOOD_JSON = packets(JSON_FEED_PORT)[1].replace(b'"wiki":"testwiki"', b'"wiki":"advwiki"')

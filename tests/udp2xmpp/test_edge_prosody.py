@@ -11,11 +11,11 @@ import socket
 import time
 from datetime import UTC, datetime
 
+from harness.prosody import ProsodyServer
 from tests.fixtures import JSON_FEED_PORT, packets
 from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import RecentChange, encode_datagram, sign
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import RecentChange, encode_datagram, sign
 
 SECRET = "edge-test-secret-0123456789"
 

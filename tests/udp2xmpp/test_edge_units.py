@@ -12,7 +12,7 @@ from udp2xmpp.config import ConfigError, parse_config
 from udp2xmpp.source.allow import LOOPBACK, SourceAllowlist, source_address
 from udp2xmpp.source.edge import IN_PENALTY_BOX, NOT_ALLOWED, EdgeGuard
 from udp2xmpp.source.ratelimit import ALLOW, IN_PENALTY, PENALIZED, SourceRateLimiter
-from xmlrc_emitter.wire import Rejection, RejectReason, SignatureChecker, sign
+from xmlrc.wire import Rejection, RejectReason, SignatureChecker, sign
 
 SECRET = "0123456789abcdef-edge"
 

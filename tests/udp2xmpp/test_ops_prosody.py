@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.prosody import ProsodyServer
 from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import RecentChange, encode_datagram
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import RecentChange, encode_datagram
 
 BIN = Path(sys.executable).parent
 

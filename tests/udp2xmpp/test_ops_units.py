@@ -22,7 +22,7 @@ from udp2xmpp.effective import effective_toml
 from udp2xmpp.logs import JsonFormatter, choose_format, setup_logging
 from udp2xmpp.metrics import DelayHistogram, PublishMetrics
 from udp2xmpp.route import RoomSpec
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 # -- logs -------------------------------------------------------------------------------
 

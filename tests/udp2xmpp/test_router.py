@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from udp2xmpp.route import Router, RoutingError
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 
 def change(wiki: str) -> RecentChange:

@@ -11,7 +11,7 @@ import pytest
 
 from udp2xmpp.config import ConfigError, parse_config
 from udp2xmpp.route import ChangeFilter, Router, RoutingError, UnknownWikiError
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 SERVICE = "conference.example.org"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import slixmpp
 
+from harness.prosody import ProsodyServer
 from rcclient import Delivery, RCClient
 from tests.helpers import (
     bridge_config,
@@ -27,9 +28,8 @@ from tests.helpers import (
     wait_for,
 )
 from udp2xmpp.bridge import Bridge
-from udp2xmpp.dev.prosody import ProsodyServer
+from xmlrc.wire import RecentChange
 from xmlrc_emitter import Emitter
-from xmlrc_emitter.wire import RecentChange
 
 BIN = Path(sys.executable).parent
 

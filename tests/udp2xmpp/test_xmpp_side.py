@@ -15,6 +15,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
+from harness.prosody import ProsodyServer
 from tests.helpers import (
     archived_stable_ids,
     bridge_config,
@@ -24,7 +25,6 @@ from tests.helpers import (
     wait_for,
 )
 from udp2xmpp.bridge import Bridge
-from udp2xmpp.dev.prosody import ProsodyServer
 from xmlrc_emitter import AsyncEmitter, RecentChange
 
 

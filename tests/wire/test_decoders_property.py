@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from xmlrc_emitter.wire import DecodeError, RecentChange, change_from_element, change_from_json
-from xmlrc_emitter.wire.apijson import Site, change_from_api
-from xmlrc_emitter.wire.mwxml import change_from_recentchange
+from xmlrc.wire import DecodeError, RecentChange, change_from_element, change_from_json
+from xmlrc.wire.apijson import Site, change_from_api
+from xmlrc.wire.mwxml import change_from_recentchange
 
 KEYS = [
     "id", "type", "namespace", "title", "comment", "timestamp", "user", "bot", "minor",

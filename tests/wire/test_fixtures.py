@@ -21,7 +21,7 @@ from tests.fixtures import (
     irc_lines_without_colours,
     packets,
 )
-from xmlrc_emitter.wire import (
+from xmlrc.wire import (
     RecentChange,
     Rejection,
     change_from_element,
@@ -31,7 +31,7 @@ from xmlrc_emitter.wire import (
     change_to_xml,
     decode_datagram,
 )
-from xmlrc_emitter.wire.apijson import Site, change_from_api
+from xmlrc.wire.apijson import Site, change_from_api
 
 SITE = Site("testwiki", "http://127.0.0.1:8080", "127.0.0.1", "/")
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 BASE = RecentChange(
     wiki="enwiki", type="edit", ns=0, title="Main Page", user="Alice",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures import JSON_FEED_PORT, XML_FEED_PORT, packets
-from xmlrc_emitter.wire import RecentChange, Rejection, RejectReason, decode_datagram
+from xmlrc.wire import RecentChange, Rejection, RejectReason, decode_datagram
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>

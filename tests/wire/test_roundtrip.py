@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from xmlrc_emitter.wire import (
+from xmlrc.wire import (
     DatagramFormat,
     RecentChange,
     Rejection,
@@ -21,7 +21,7 @@ from xmlrc_emitter.wire import (
     decode_datagram,
     encode_datagram,
 )
-from xmlrc_emitter.wire.safexml import has_illegal_xml_chars
+from xmlrc.wire.safexml import has_illegal_xml_chars
 
 # Text that XML 1.0 can carry (the encoders replace the rest; tested separately).
 xml_text = st.text(
@@ -160,7 +160,7 @@ def test_illegal_xml_characters_are_replaced_not_fatal(text: str) -> None:
 def test_fast_serializer_writes_the_same_element_as_elementtree(change: RecentChange) -> None:
     import xml.etree.ElementTree as ET
 
-    from xmlrc_emitter.wire.rcxml import change_to_element, change_to_xml_text
+    from xmlrc.wire.rcxml import change_to_element, change_to_xml_text
 
     def shape(element: etree._Element) -> tuple[object, ...]:
         return (element.tag, dict(element.attrib), element.text, [shape(c) for c in element])

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 #: A MUC room localpart we are willing to create: no @, /, spaces, quotes or colons.
 ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,127}")

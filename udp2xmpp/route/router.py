@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.model import FIELD_NAMES
+from xmlrc.wire import RecentChange
+from xmlrc.wire.model import FIELD_NAMES
 
 from .model import (
     ROOM_NAME,

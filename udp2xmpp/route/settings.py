@@ -16,8 +16,8 @@ from typing import Any
 
 from slixmpp.jid import JID, InvalidJID
 
-from xmlrc_emitter.wire.coerce import WIKI_ID
-from xmlrc_emitter.wire.model import CHANGE_TYPES
+from xmlrc.wire.coerce import WIKI_ID
+from xmlrc.wire.model import CHANGE_TYPES
 
 from .model import ChangeFilter, FilteredRoom, RoutingError, RoutingSettings, WikiOverride
 from .router import Router

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from xmlrc_emitter.wire import RecentChange, change_to_element, change_to_line
-from xmlrc_emitter.wire.rcxml import change_to_xml_text, escape_attribute, escape_text
-from xmlrc_emitter.wire.safexml import xml_safe
+from xmlrc.wire import RecentChange, change_to_element, change_to_line
+from xmlrc.wire.rcxml import change_to_xml_text, escape_attribute, escape_text
+from xmlrc.wire.safexml import xml_safe
 
 CLIENT_NS = "jabber:client"
 SID_NS = "urn:xmpp:sid:0"

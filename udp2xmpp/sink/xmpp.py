@@ -32,7 +32,7 @@ from typing import Any
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from ..config import RoomSettings, XmppSettings
 from ..route import RoomSpec

@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from xmlrc_emitter.wire import Rejection, RejectReason
-from xmlrc_emitter.wire.signing import SignatureChecker
+from xmlrc.wire import Rejection, RejectReason
+from xmlrc.wire.signing import SignatureChecker
 
 from ..config import UdpSettings
 from .allow import SourceAllowlist

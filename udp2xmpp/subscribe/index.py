@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from .model import CompiledFilter, Subscription, title_variants
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from ..config import SubscriptionSettings
 from ..source.ratelimit import ALLOW, PENALIZED, SourceRateLimiter

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xmlrc_emitter.wire import RecentChange, change_to_line
-from xmlrc_emitter.wire.rcxml import change_to_xml_text, escape_attribute, escape_text
-from xmlrc_emitter.wire.safexml import xml_safe
+from xmlrc.wire import RecentChange, change_to_line
+from xmlrc.wire.rcxml import change_to_xml_text, escape_attribute, escape_text
+from xmlrc.wire.safexml import xml_safe
 
 #: The wrapper of a digest's ``<rc>`` payloads.
 DIGEST_NS = "urn:xmlrc:digest:1"

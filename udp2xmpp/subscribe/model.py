@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from xmlrc_emitter.wire import RecentChange
-from xmlrc_emitter.wire.coerce import WIKI_ID
-from xmlrc_emitter.wire.model import is_ip_address
+from xmlrc.wire import RecentChange
+from xmlrc.wire.coerce import WIKI_ID
+from xmlrc.wire.model import is_ip_address
 
 Kind = Literal["page", "user", "filter"]
 KINDS: tuple[Kind, ...] = ("page", "user", "filter")

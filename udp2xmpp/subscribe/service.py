@@ -32,7 +32,7 @@ from slixmpp import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from xmlrc_emitter.wire import RecentChange
+from xmlrc.wire import RecentChange
 
 from ..config import RoomSettings, SubscriptionSettings
 from ..route import RoomSpec, Router, RoutingError

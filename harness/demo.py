@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .prosody import ProsodyServer
 
-SAMPLES = Path(__file__).resolve().parents[2] / "rc2udp" / "samples" / "sample-changes.jsonl"
+SAMPLES = Path(__file__).resolve().parents[1] / "rc2udp" / "samples" / "sample-changes.jsonl"
 WIKIS = ("testwiki", "devwiki")
 
 

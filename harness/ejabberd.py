@@ -1,7 +1,7 @@
 """A throwaway ejabberd (Debian's 23.01 package) for the benchmarks.
 
 :class:`EjabberdServer` mirrors the parts of
-:class:`udp2xmpp.dev.prosody.ProsodyServer` the benchmarks use: one virtual
+:class:`harness.prosody.ProsodyServer` the benchmarks use: one virtual
 host (``localhost``) with STARTTLS on a free loopback c2s port, a MUC service
 (``conference.localhost``) whose rooms are persistent and not archived
 (``mod_mam`` is off), XEP-0198 stream management, no shapers, and accounts
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from udp2xmpp.dev.prosody import _free_ports, _stream_answers
+from harness.prosody import _free_ports, _stream_answers
 
 from .throwaway import ThrowawayServer
 

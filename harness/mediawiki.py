@@ -389,7 +389,7 @@ class MediaWikiServer(ThrowawayServer):
 
     def _additions(self) -> str:
         return f"""
-# ---- added by udp2xmpp.dev.mediawiki for a throwaway test wiki ----
+# ---- added by harness.mediawiki for a throwaway test wiki ----
 $wgEnableEmail = false;
 $wgGroupPermissions['*']['noratelimit'] = true;
 $wgJobRunRate = 0;
@@ -430,7 +430,7 @@ require {_php_str(str(self.runtime_settings))};
         (self._dir / "port").write_text(f"{port}\n")  # a later object on this directory reuses it
 
     def _write_runtime(self) -> None:
-        lines = ["<?php", "# Written by udp2xmpp.dev.mediawiki; replaced while the wiki runs."]
+        lines = ["<?php", "# Written by harness.mediawiki; replaced while the wiki runs."]
         lines.append(f"$wgServer = {_php_str(self.server_url)};")
         lines.append("$wgRCFeeds = [];")
         for name, feed in self._feeds.items():

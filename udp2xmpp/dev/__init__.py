@@ -1,1 +1,0 @@
-"""Development helpers: a throwaway Prosody server and the local demo."""
