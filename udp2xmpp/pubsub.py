@@ -40,7 +40,7 @@ from xmlrc.wire.safexml import xml_safe
 
 from .config import PubSubSettings
 from .route import RoomSpec, RoutingError
-from .sink.pacing import Pacer
+from xmlrc.xmpp.outbox import Pacer
 from .throttled_log import RateLimitedLog
 
 if TYPE_CHECKING:

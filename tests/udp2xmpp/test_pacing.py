@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from udp2xmpp.sink.pacing import Pacer
+from xmlrc.xmpp.outbox import Pacer
 
 
 def sent_within(pacer: Pacer, size: int, seconds: float, step: float = 0.001) -> int:

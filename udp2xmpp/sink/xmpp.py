@@ -37,9 +37,9 @@ from xmlrc.wire import RecentChange
 from ..config import RoomSettings, XmppSettings
 from ..route import RoomSpec
 from ..throttled_log import RateLimitedLog
-from .pacing import Pacer
+from xmlrc.xmpp.outbox import Pacer
 from .stanza import messages_text
-from .stream import BridgeClient, BridgeComponent
+from xmlrc.xmpp.fastpath import BridgeClient, BridgeComponent
 
 log = logging.getLogger(__name__)
 

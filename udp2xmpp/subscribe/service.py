@@ -36,7 +36,7 @@ from xmlrc.wire import RecentChange
 
 from ..config import RoomSettings, SubscriptionSettings
 from ..route import RoomSpec, Router, RoutingError
-from ..sink.pacing import Pacer
+from xmlrc.xmpp.outbox import Pacer
 from .adhoc import (
     COMMANDS_NS,
     NODES,

@@ -1,4 +1,4 @@
-"""The bridge's XMPP stream: slixmpp, with a fast path for the one stanza it sends a lot.
+"""slixmpp's client and component, with a fast path for the stanzas a publisher sends a lot.
 
 slixmpp builds a stanza object for every stanza and serialises it in pure
 Python, then matches every incoming stanza against every handler. For the
@@ -92,12 +92,16 @@ class FastPath:
 
 
 class BridgeClient(FastPath, slixmpp.ClientXMPP):
+    """A c2s stream (STARTTLS, SASL, XEP-0198) with the fast path."""
+
     def __init__(self, jid: str, password: str) -> None:
         slixmpp.ClientXMPP.__init__(self, jid, password)
         self._init_fast_path()
 
 
 class BridgeComponent(FastPath, slixmpp.ComponentXMPP):
+    """An XEP-0114 component stream with the fast path."""
+
     def __init__(self, jid: str, secret: str, host: str, port: int) -> None:
         slixmpp.ComponentXMPP.__init__(self, jid, secret, host, port)
         self._init_fast_path()
