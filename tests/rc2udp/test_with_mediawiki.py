@@ -9,19 +9,20 @@ datagrams are decoded and compared with what the API reports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from harness.mediawiki import MediaWikiServer
 from rc2udp.api import ApiClient
 from tests.mediawiki.actions import AGENT, WikiDriver
 from xmlrc.wire import RecentChange, change_from_json, decode_datagram
-from xmlrc.wire.model import iso_from_utc
+from xmlrc.wire.model import iso_from_utc, utc_from_iso
 
 
 class Inbox:
@@ -78,8 +79,35 @@ async def rc2udp(*args: str, password: str | None = None) -> tuple[int, str]:
     return process.returncode, stderr.decode(errors="replace")
 
 
-def now() -> str:
-    return iso_from_utc(datetime.now(UTC).replace(microsecond=0))
+async def since_after_existing_changes(*wikis: MediaWikiServer) -> str:
+    """A ``--since`` strictly after every change already in `wikis`, and not in their future.
+
+    MediaWiki's timestamps have whole seconds: a ``--since`` taken in the same
+    second as the wiki's own last change (install.php, the accounts) picks that
+    change up.  So: one second after the newest change the API reports, and only
+    once every wiki's clock (``curtimestamp``) has reached that second, so that
+    whatever the test does next is at or after it.  No guessing with sleeps.
+    """
+    newest = {"action": "query", "list": "recentchanges", "rcdir": "older", "rclimit": "1"}
+    newest |= {"rcprop": "timestamp"}
+    clock = {"action": "query", "curtimestamp": "1"}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(ApiClient(w.api_url, user_agent=AGENT, maxlag=None))
+            for w in wikis
+        ]
+        since = datetime.now(UTC).replace(microsecond=0)
+        for client in clients:
+            for row in (await client.get(newest))["query"]["recentchanges"]:
+                since = max(since, utc_from_iso(row["timestamp"]) + timedelta(seconds=1))
+        for client in clients:
+            for _ in range(100):  # bounded: the wiki's clock is at most a second short
+                if utc_from_iso((await client.get(clock))["curtimestamp"]) >= since:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"{client.api_url}: its clock did not reach {since}")
+    return iso_from_utc(since)
 
 
 def anonymous(change: RecentChange) -> RecentChange:
@@ -92,7 +120,7 @@ async def test_poll_once_with_a_state_file_sends_each_change_once_across_runs(
 ) -> None:
     inbox = Inbox()
     state = tmp_path / "state.json"
-    since = now()
+    since = await since_after_existing_changes(mediawiki)
     poll: tuple[str, ...] = ("poll", "--once", "--api", mediawiki.api_url, "--target", inbox.target)
     poll += ("--state", str(state), "--since", since, "--lookback", "5")
     try:
@@ -131,7 +159,7 @@ async def test_a_bot_password_login_adds_the_patrol_flags(
 ) -> None:
     inbox = Inbox()
     user, password = mediawiki.admin_login
-    since = now()
+    since = await since_after_existing_changes(mediawiki)
     poll: tuple[str, ...] = ("poll", "--once", "--api", mediawiki.api_url, "--target", inbox.target)
     poll += ("--since", since, "--login", user)
     try:
@@ -171,7 +199,7 @@ async def test_several_wikis_to_several_targets_from_a_config_file_or_repeated_a
 ) -> None:
     wikis = [mediawiki_factory(wiki_id=name) for name in ("alphawiki", "betawiki")]
     inboxes = [Inbox(), Inbox()]
-    since = now()
+    since = await since_after_existing_changes(*wikis)
     config = tmp_path / "rc2udp.toml"
     config.write_text(
         f"""
@@ -223,7 +251,7 @@ async def test_record_then_replay(mediawiki: MediaWikiServer, tmp_path: Path) ->
     inbox = Inbox()
     try:
         async with WikiDriver(mediawiki) as wiki:
-            since = now()
+            since = await since_after_existing_changes(mediawiki)
             await wiki.every_kind_of_change("rec")
             oracle = wiki.oracle()
         status, log = await rc2udp(
