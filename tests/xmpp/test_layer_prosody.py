@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.prosody import ProsodyServer
-from xmlrc.xmpp import Endpoint, JoinError, Session, SessionError, Verdict, self_ping
-from xmlrc.xmpp import muc
+from xmlrc.xmpp import Endpoint, JoinError, Session, SessionError, Verdict, muc, self_ping
 from xmlrc.xmpp.archive import query_page
 
 
