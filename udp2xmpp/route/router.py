@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from xmlrc.filters import Conditions
 from xmlrc.wire import RecentChange
 from xmlrc.wire.model import FIELD_NAMES
 
 from .model import (
     ROOM_NAME,
-    ChangeFilter,
     RoomSpec,
     RoutingError,
     RoutingSettings,
@@ -52,7 +52,7 @@ class _Plan:
     #: The wiki's room, then the all-wikis room (when it takes this wiki).
     rooms: tuple[RoomSpec, ...]
     #: The filtered rooms that may take this wiki's changes, in config order.
-    filtered: tuple[tuple[ChangeFilter, RoomSpec], ...]
+    filtered: tuple[tuple[Conditions, RoomSpec], ...]
     #: (field, value) pairs set on a change that lacks the field.
     fill: tuple[tuple[str, str], ...]
 
@@ -111,7 +111,7 @@ class Router:
             claim(jid, "rooms.all_room", "rooms.all_room")
             self.all_room = RoomSpec(jid, ALL_ROOM_TITLE, ALL_ROOM_DESCRIPTION)
 
-        filtered: list[tuple[ChangeFilter, RoomSpec]] = []
+        filtered: list[tuple[Conditions, RoomSpec]] = []
         for index, room in enumerate(routing.filtered):
             key = f"rooms.filtered[{index}]"
             jid = self._jid(room.room, f"{key}.room")
@@ -135,7 +135,7 @@ class Router:
                 members=room.members,
             )
             filtered.append((room.filter, spec))
-        self.filtered: tuple[tuple[ChangeFilter, RoomSpec], ...] = tuple(filtered)
+        self.filtered: tuple[tuple[Conditions, RoomSpec], ...] = tuple(filtered)
         #: Rooms no unknown wiki may be routed to (they belong to something in the config).
         self.reserved: frozenset[str] = frozenset(owners)
 

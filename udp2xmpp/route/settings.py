@@ -1,8 +1,9 @@
 """Reading the routing part of the TOML config: ``[rooms]`` routing keys,
 ``[wikis.NAME]`` and ``[[rooms.filtered]]``.
 
-Everything is checked and compiled here, once: regexes, value lists, bounds,
-member JIDs, room names and rooms two things would share. A bad value raises
+Everything is checked and compiled here, once: a filtered room's conditions
+(by `xmlrc.filters.parse`, whose errors name the key), member JIDs, room
+names and rooms two things would share. A bad value raises
 `RoutingConfigError` whose message starts with the key
 (``rooms.filtered[2].title_regex: bad regex ...``); `udp2xmpp.config` turns it
 into its `ConfigError`.
@@ -16,10 +17,10 @@ from typing import Any
 
 from slixmpp.jid import JID, InvalidJID
 
+from xmlrc import filters
 from xmlrc.wire.coerce import WIKI_ID
-from xmlrc.wire.model import CHANGE_TYPES
 
-from .model import ChangeFilter, FilteredRoom, RoutingError, RoutingSettings, WikiOverride
+from .model import FilteredRoom, RoutingError, RoutingSettings, WikiOverride
 from .router import Router
 
 #: Keys of ``[rooms]`` this module reads (the others belong to `udp2xmpp.config`).
@@ -28,10 +29,8 @@ WIKI_KEYS = frozenset(
     {"room", "title", "description", "server_url", "server_script_path"}
     | {"members_only", "members"}
 )
-FILTER_KEYS = frozenset({"wiki", "type", "ns", "bot", "minor", "user", "title_regex"}) | {
-    "min_change",
-    "max_change",
-}
+#: A filtered room's conditions: every condition of the one engine (`xmlrc.filters`).
+FILTER_KEYS = frozenset(filters.KEYS)
 FILTERED_ROOM_KEYS = FILTER_KEYS | {"room", "room_title", "description", "members_only", "members"}
 
 
@@ -127,54 +126,21 @@ def _wiki_override(table: dict[str, Any], key: str) -> WikiOverride:
 def _filtered_room(table: dict[str, Any], key: str) -> FilteredRoom:
     if "title" in table:
         raise RoutingConfigError(
-            f"{key}.title: ambiguous: title_regex matches page titles, room_title names the room"
+            f"{key}.title: ambiguous: title_regex and title_glob match page titles, "
+            "room_title names the room"
         )
     _no_unknown(table, key, FILTERED_ROOM_KEYS)
     room = _opt_text(table, "room", f"{key}.room")
     if room is None:
         raise RoutingConfigError(f"{key}.room: required")
-    wikis = _strings(table, "wiki", key)
-    for wiki in wikis or ():
-        if not WIKI_ID.fullmatch(wiki):
-            raise RoutingConfigError(f"{key}.wiki: {wiki!r} is not a valid wiki ID")
-    types = _strings(table, "type", key)
-    for kind in types or ():
-        if kind not in CHANGE_TYPES:
-            raise RoutingConfigError(
-                f"{key}.type: {kind!r} is not a change type ({', '.join(sorted(CHANGE_TYPES))})"
-            )
-    namespaces = _values(table, "ns", key)
-    for ns in namespaces or ():
-        if isinstance(ns, bool) or not isinstance(ns, int):
-            raise RoutingConfigError(f"{key}.ns: namespace numbers, got {ns!r}")
-    title_regex = None
-    pattern = _opt_text(table, "title_regex", f"{key}.title_regex")
-    if pattern is not None:
-        try:
-            title_regex = re.compile(pattern)
-        except re.error as exc:
-            raise RoutingConfigError(f"{key}.title_regex: bad regex {pattern!r}: {exc}") from None
-    min_change = _opt_int(table, "min_change", f"{key}.min_change")
-    max_change = _opt_int(table, "max_change", f"{key}.max_change")
-    if min_change is not None and max_change is not None and min_change > max_change:
-        raise RoutingConfigError(
-            f"{key}.max_change: {max_change} is below min_change {min_change}; nothing would match"
-        )
-    change_filter = ChangeFilter(
-        wikis=wikis,
-        types=types,
-        namespaces=frozenset(namespaces) if namespaces is not None else None,
-        bot=_opt_flag(table, "bot", f"{key}.bot"),
-        minor=_opt_flag(table, "minor", f"{key}.minor"),
-        users=_strings(table, "user", key),
-        title_regex=title_regex,
-        min_change=min_change,
-        max_change=max_change,
-    )
+    try:
+        change_filter = filters.parse({k: v for k, v in table.items() if k in FILTER_KEYS})
+    except filters.FilterError as exc:
+        raise RoutingConfigError(f"{key}.{exc}") from None
     if change_filter.is_empty:
         raise RoutingConfigError(
-            f"{key}: no condition (give wiki, type, ns, bot, minor, user, title_regex, "
-            "min_change or max_change; rooms.all_room takes every change)"
+            f"{key}: no condition (give {', '.join(filters.KEYS)}; "
+            "rooms.all_room takes every change)"
         )
     members_only, members = _membership(table, key)
     return FilteredRoom(
@@ -189,7 +155,8 @@ def _filtered_room(table: dict[str, Any], key: str) -> FilteredRoom:
 
 def _membership(table: dict[str, Any], key: str) -> tuple[bool, tuple[str, ...]]:
     members_only = _opt_flag(table, "members_only", f"{key}.members_only") or False
-    listed = _values(table, "members", key) or []
+    listed = table.get("members", [])
+    listed = listed if isinstance(listed, list) else [listed]
     if listed and not members_only:
         raise RoutingConfigError(f"{key}.members: only for a room with members_only = true")
     members: list[str] = []
@@ -204,27 +171,6 @@ def _membership(table: dict[str, Any], key: str) -> tuple[bool, tuple[str, ...]]
     return members_only, tuple(dict.fromkeys(members))
 
 
-def _values(table: dict[str, Any], name: str, key: str) -> list[Any] | None:
-    """A value or a list of values; None when absent. An empty list is refused."""
-    if name not in table:
-        return None
-    value = table[name]
-    values = value if isinstance(value, list) else [value]
-    if not values and name != "members":
-        raise RoutingConfigError(f"{key}.{name}: an empty list would match nothing")
-    return values
-
-
-def _strings(table: dict[str, Any], name: str, key: str) -> frozenset[str] | None:
-    values = _values(table, name, key)
-    if values is None:
-        return None
-    for value in values:
-        if not isinstance(value, str) or not value:
-            raise RoutingConfigError(f"{key}.{name}: must be a string or a list of strings")
-    return frozenset(values)
-
-
 def _opt_text(table: dict[str, Any], name: str, key: str) -> str | None:
     value = table.get(name)
     if value is not None and (not isinstance(value, str) or not value):
@@ -236,13 +182,6 @@ def _opt_flag(table: dict[str, Any], name: str, key: str) -> bool | None:
     value = table.get(name)
     if value is not None and not isinstance(value, bool):
         raise RoutingConfigError(f"{key}: must be true or false, got {value!r}")
-    return value
-
-
-def _opt_int(table: dict[str, Any], name: str, key: str) -> int | None:
-    value = table.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise RoutingConfigError(f"{key}: must be an integer (bytes), got {value!r}")
     return value
 
 
