@@ -54,6 +54,8 @@ class Endpoint:
     ca_file: str | None = None
     verify_tls: bool = True
     component: bool = False
+    #: Component mode: the user part the component speaks as (``bridge@rc.example.org``).
+    component_user: str = "bridge"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -175,6 +177,14 @@ class Session:
     @property
     def online(self) -> bool:
         return self._online.is_set()
+
+    @property
+    def sender(self) -> str | None:
+        """The JID to put in ``from`` (a component must name one); None for a client,
+        whose server stamps its own."""
+        if self.endpoint.component:
+            return f"{self.endpoint.component_user}@{self.endpoint.jid}"
+        return None
 
     @property
     def own_jid(self) -> str:
