@@ -1,19 +1,21 @@
 """What a person can watch, and how names are normalised. Pure, no I/O.
 
 A `Target` is what is watched: a page, a user's contributions, or a filter
-(namespaces, a title glob, a minimum size change) on one wiki. A
+on one wiki. A filter's conditions are those of the one engine,
+`xmlrc.filters`: namespaces (``ns``), a title glob (``title_glob``, typed
+``title=``) and bytes added or removed (``min_abs_change``, typed ``min=``);
+this module adds only the caps on what one person may ask. A
 `Subscription` is a target watched by one bare JID, with the database id it
 was stored under.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Literal
 
-from xmlrc.wire import RecentChange
+from xmlrc.filters import Conditions, Matcher
 from xmlrc.wire.coerce import WIKI_ID
 from xmlrc.wire.model import is_ip_address
 
@@ -25,6 +27,14 @@ MAX_NAME = 255
 #: Bounds on a filter's title glob: its length and its wildcards (each costs matching time).
 MAX_GLOB = 100
 MAX_WILDCARDS = 5
+#: Bounds on a filter's namespaces (how many, which numbers) and on its min= (bytes).
+MAX_NAMESPACES = 20
+NAMESPACE_RANGE = range(-2, 100_001)
+MAX_MIN_BYTES = 10_000_000
+#: The conditions a watch filter can hold (the columns the store has), and the words
+#: people type for them: ``title=`` is a glob, ``min=`` counts bytes added or removed.
+FILTER_KEYS = ("ns", "title_glob", "min_abs_change")
+FILTER_ALIASES = {"namespace": "ns", "title": "title_glob", "min": "min_abs_change"}
 #: Characters MediaWiki never allows in a title.
 _BAD_TITLE = re.compile(r"[#<>\[\]|{}\x00-\x1f\x7f]")
 _SPACES = re.compile(r"[\s_]+")
@@ -36,15 +46,35 @@ class TargetError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """What one subscription watches: a page, a user, or a filter, on one wiki."""
+
     kind: Kind
     wiki: str
     #: The page title or user name, normalised ("" for a filter).
     name: str = ""
-    #: Filter conditions; None means "any".
+    #: Filter conditions (`xmlrc.filters`' ns, title_glob, min_abs_change); None: any.
     namespaces: tuple[int, ...] | None = None
     title_glob: str | None = None
-    #: Smallest size change, in bytes either way (|added or removed| >= it).
-    min_change: int | None = None
+    #: Smallest number of bytes added or removed (|size change| >= it).
+    min_abs_change: int | None = None
+
+    @property
+    def min_change(self) -> int | None:
+        """Deprecated name of `min_abs_change` (the store's column is still called so).
+
+        Not the signed ``min_change`` of `xmlrc.filters`: this one counts bytes either way.
+        """
+        return self.min_abs_change
+
+    @property
+    def conditions(self) -> Conditions:
+        """A filter's conditions for the one engine (its wiki included)."""
+        return Conditions(
+            wikis=frozenset({self.wiki}),
+            namespaces=frozenset(self.namespaces) if self.namespaces is not None else None,
+            title_glob=self.title_glob,
+            min_abs_change=self.min_abs_change,
+        )
 
     @property
     def spec(self) -> str:
@@ -57,8 +87,8 @@ class Target:
         if self.title_glob is not None:
             glob = self.title_glob
             parts.append(f'title="{glob}"' if " " in glob else f"title={glob}")
-        if self.min_change is not None:
-            parts.append(f"min={self.min_change}")
+        if self.min_abs_change is not None:
+            parts.append(f"min={self.min_abs_change}")
         return " ".join(parts)
 
     @property
@@ -78,6 +108,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
+    """A target watched by one bare JID, under its database id."""
+
     id: int
     jid: str
     target: Target
@@ -85,26 +117,34 @@ class Subscription:
 
 
 class CompiledFilter:
-    """A filter subscription ready for the hot path (the glob compiled once)."""
+    """A filter subscription ready for the hot path: its conditions' compiled matcher."""
 
-    __slots__ = ("min_change", "namespaces", "regex", "subscription")
+    __slots__ = ("matches", "subscription")
 
     def __init__(self, subscription: Subscription) -> None:
-        target = subscription.target
         self.subscription = subscription
-        self.namespaces = frozenset(target.namespaces) if target.namespaces is not None else None
-        # fnmatch's regexes use atomic groups (Python 3.11+): no catastrophic backtracking.
-        self.regex = re.compile(fnmatch.translate(target.title_glob)) if target.title_glob else None
-        self.min_change = target.min_change
+        self.matches: Matcher = subscription.target.conditions.matches
 
-    def matches(self, change: RecentChange) -> bool:
-        if self.namespaces is not None and change.ns not in self.namespaces:
-            return False
-        if self.min_change is not None:
-            size = change.size_change
-            if size is None or abs(size) < self.min_change:
-                return False
-        return self.regex is None or self.regex.match(change.title) is not None
+
+def filter_target(wiki: str, conditions: Conditions) -> Target:
+    """The filter `Target` of `conditions` (parsed with `FILTER_KEYS`), within the caps.
+
+    Raises `TargetError` for no condition, too many or odd namespaces, a glob
+    too long or too wild, a ``min`` of 0 or above `MAX_MIN_BYTES`.
+    """
+    namespaces = None
+    if conditions.namespaces is not None:
+        numbers = sorted(conditions.namespaces)
+        if len(numbers) > MAX_NAMESPACES or any(n not in NAMESPACE_RANGE for n in numbers):
+            raise TargetError("ns: namespace numbers, like ns=0,1")
+        namespaces = tuple(numbers)
+    glob = check_glob(conditions.title_glob) if conditions.title_glob is not None else None
+    least = conditions.min_abs_change
+    if least is not None and not 0 < least <= MAX_MIN_BYTES:
+        raise TargetError(f"min={least}: a number of bytes, like min=500")
+    if namespaces is None and glob is None and least is None:
+        raise TargetError("at least one condition is needed")
+    return Target("filter", wiki, "", namespaces, glob, least)
 
 
 # -- names --------------------------------------------------------------------------------
