@@ -14,25 +14,35 @@ does not, or when there are ``any`` conditions and none of them matches.
 Every keyword given to one `register` call is a separate condition of that
 type.
 
-A keyword names a field or property of `RecentChange` (``wiki``, ``type``,
-``ns``, ``title``, ``user``, ``bot``, ``minor``, ``size_change``...). Its
-value is compared like this:
+A keyword names a condition of the one filter engine, `xmlrc.filters`
+(``wiki``, ``type``, ``ns``, ``bot``, ``minor``, ``user``, ``title_regex``,
+``title_glob``, ``min_change``, ``max_change``, ``min_abs_change``: the same
+keys, meaning the same, as the bridge's filtered rooms), or any other field
+or property of `RecentChange` (``size_change``, ``is_log``, ``revid``...).
+A condition of the engine is read and checked by the engine (a wrong value
+raises at once, naming the key), unless its value is one of the kinds only
+the field comparison below takes (None, a compiled pattern, a callable, a
+range or other collection that is not a list, tuple or set):
 
-- ``True``, ``False``, ``None``: identity (``bot=False``: not a bot edit);
-- a string or a number: equality (``user="Alice"``, ``ns=0``), except that a
-  string for ``title`` is a regular expression searched in the title
-  (``title=r"^Talk:"``);
-- a compiled regular expression: searched in the (string) value;
+- ``wiki``, ``type``, ``ns``, ``user``: one value or a collection of them
+  (``type=("edit", "new")``); ``bot``, ``minor``: True or False;
+- ``title`` (a string) is ``title_regex``: a regular expression searched in
+  the title (``title=r"^Talk:"``); ``title_glob`` matches the whole title;
+- ``min_change`` and ``max_change``: inclusive bounds on ``size_change`` in
+  bytes, signed (``max_change=-500`` is a removal of at least 500 bytes);
+  ``min_abs_change``: at least that many bytes added or removed. A change of
+  unknown size (a log action) matches none of them.
+
+Any other value, and any other key, is compared with the field like this:
+
+- ``True``, ``False``, ``None``: identity (``revid=None``: no revision);
+- a string or a number: equality;
+- a compiled regular expression: searched in the (string) value
+  (``user=re.compile(r"Bot$")``);
 - a callable: called with the value, matches when it returns true
   (``size_change=lambda d: d is not None and d < -500``);
 - any other collection (list, tuple, set, range): the value is in it
-  (``type=("edit", "new")``, ``ns=range(0, 16, 2)``).
-
-Besides the fields: ``title_regex`` (a regular expression searched in the
-title), ``min_change`` and ``max_change`` (inclusive bounds on
-``size_change`` in bytes, signed: ``max_change=-500`` is a removal of at
-least 500 bytes; a change of unknown size matches neither), the same keys
-as the bridge's filtered rooms.
+  (``ns=range(0, 16, 2)``, ``title=("Main Page", "Sandbox")``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import fields
 from typing import Any, Literal
 
+from xmlrc import filters
 from xmlrc.wire import RecentChange
 
 __all__ = [
@@ -65,17 +76,11 @@ _PROPERTIES = tuple(
     for name in dir(RecentChange)
     if not name.startswith("_") and isinstance(getattr(RecentChange, name, None), property)
 )
-_SPECIAL = ("title_regex", "min_change", "max_change")
+#: The engine's conditions that are not a field of a change: only the engine reads them.
+_ENGINE_ONLY = frozenset(filters.KEYS) - frozenset(_FIELDS + _PROPERTIES)
 
 #: Every keyword a filter accepts.
-FILTER_KEYS: frozenset[str] = frozenset(_FIELDS + _PROPERTIES + _SPECIAL)
-
-
-def _compile(pattern: str, key: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{key}: bad regular expression {pattern!r}: {exc}") from None
+FILTER_KEYS: frozenset[str] = frozenset(_FIELDS + _PROPERTIES + filters.KEYS)
 
 
 def _search(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
@@ -89,8 +94,6 @@ def _value_test(key: str, value: Any) -> Callable[[Any], bool]:
     """How one field value is compared with what the filter was given."""
     if value is None or isinstance(value, bool):
         return lambda got: got is value
-    if key in ("title", "title_regex") and isinstance(value, str):
-        return _search(_compile(value, key))
     if isinstance(value, re.Pattern):
         return _search(value)
     if isinstance(value, (str, int, float)):
@@ -110,28 +113,37 @@ def _member(got: Any, members: Collection[Any]) -> bool:
         return False
 
 
+def _for_engine(value: Any) -> bool:
+    """False for the values only the generic comparison takes: None, a compiled
+    pattern, a callable, a collection other than a list, tuple or set (a range)."""
+    if value is None or isinstance(value, re.Pattern) or callable(value):
+        return False
+    if isinstance(value, Collection) and not isinstance(value, str | bytes):
+        return isinstance(value, list | tuple | set | frozenset)
+    return True
+
+
 def condition(key: str, value: Any) -> Predicate:
     """One keyword condition as a predicate (``condition("ns", 0)(change)``).
 
-    Raises `TypeError` for a key that is not a field, a property or one of
-    ``title_regex``, ``min_change``, ``max_change``; `ValueError` for a bad
-    regular expression or bound.
+    Raises `TypeError` for a key that is not a condition of `xmlrc.filters`,
+    a field or a property; `ValueError` (`xmlrc.filters.FilterError`, naming
+    the key) for a value the engine cannot read: a bad regular expression,
+    a bound that is not an integer, ``ns="0"``, ``type="edits"``.
     """
     if key not in FILTER_KEYS:
         known = ", ".join(sorted(FILTER_KEYS))
         raise TypeError(f"unknown filter key {key!r} (known: {known})")
-    if key in ("min_change", "max_change"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected a number of bytes, not {value!r}")
-        bound = int(value)
-        if key == "min_change":
-            return lambda change: change.size_change is not None and change.size_change >= bound
-        return lambda change: change.size_change is not None and change.size_change <= bound
-    attribute = "title" if key == "title_regex" else key
-    if key == "title_regex" and not isinstance(value, (str, re.Pattern)):
-        raise ValueError(f"title_regex: expected a regular expression, not {value!r}")
+    engine_key = key
+    if key == "title" and isinstance(value, str | re.Pattern):
+        engine_key = "title_regex"  # the pywikibot habit: a title string is a regex
+    if engine_key in _ENGINE_ONLY or (engine_key in filters.KEYS and _for_engine(value)):
+        try:
+            return filters.parse({engine_key: value}).matches
+        except filters.FilterError as exc:
+            raise filters.FilterError(key, exc.reason) from None
     test = _value_test(key, value)
-    return lambda change: test(getattr(change, attribute))
+    return lambda change: test(getattr(change, key))
 
 
 class ChangeFilter:

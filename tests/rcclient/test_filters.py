@@ -90,15 +90,16 @@ def test_a_filter_is_a_predicate_inside_another() -> None:
 def test_mistakes_fail_at_once() -> None:
     with pytest.raises(TypeError, match="unknown filter key 'namespace'"):
         ChangeFilter(namespace=0)
-    with pytest.raises(ValueError, match="title: bad regular expression"):
+    # The messages are the engine's (xmlrc.filters), the same as the bridge's config.
+    with pytest.raises(ValueError, match="title: bad regex"):
         ChangeFilter(title="(")
     with pytest.raises(ValueError, match="ftype must be one of"):
         ChangeFilter(wiki="x", ftype="some")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="is not a callable"):
         ChangeFilter("bot")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="min_change: expected a number"):
+    with pytest.raises(ValueError, match="min_change: must be an integer"):
         condition("min_change", "500")
-    with pytest.raises(ValueError, match="title_regex: expected a regular expression"):
+    with pytest.raises(ValueError, match="title_regex: must be a regular expression"):
         condition("title_regex", 3)
 
 
@@ -107,3 +108,31 @@ def test_split_filter_options() -> None:
     assert conditions == {"ns": 0, "min_change": 5}
     assert rest == {"host": "x", "port": 1}
     assert {"wiki", "type", "ns", "bot", "minor", "user", "title", "size_change"} <= FILTER_KEYS
+
+
+def test_the_engines_other_conditions_are_keywords_too() -> None:
+    # title_glob matches the whole title, "_" standing for a space; no "Talk:Page 3".
+    assert rcids(ChangeFilter(title_glob="Page_?")) == [1, 2, 4, 5, 6, 7]
+    # min_abs_change counts bytes either way (+800 and -4900), never an unknown size.
+    assert rcids(ChangeFilter(min_abs_change=800)) == [4, 5]
+    assert rcids(ChangeFilter(min_abs_change=0)) == [1, 2, 3, 4, 5, 7]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        ({"ns": "0"}, "ns: namespace numbers"),
+        ({"ns": [0, "1"]}, "ns: namespace numbers"),
+        ({"type": "edits"}, "type: 'edits' is not a change type"),
+        ({"bot": 1}, "bot: must be true or false"),
+        ({"wiki": "en wiki"}, "wiki: 'en wiki' is not a valid wiki ID"),
+        ({"min_abs_change": -1}, "min_abs_change: bytes added or removed, 0 or more"),
+    ],
+)
+def test_values_that_used_to_match_nothing_now_fail_at_once(
+    conditions: dict[str, object], message: str
+) -> None:
+    """Behaviour change: the engine checks its conditions' values (they were compared
+    with ==, and ``ns="0"`` or ``type="edits"`` silently matched no change)."""
+    with pytest.raises(ValueError, match=f"^{message}"):
+        ChangeFilter(**conditions)
