@@ -78,6 +78,8 @@ class UdpSettings:
     signature_window: int = 300
     #: Recent signatures remembered to refuse replays.
     replay_memory: int = 100_000
+    #: File keeping that memory across restarts (absolute path); None: memory only.
+    replay_state_file: str | None = None
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
 
@@ -113,6 +115,13 @@ class HttpSettings:
     """The /metrics and /healthz listener; off when `listen` is None."""
 
     listen: tuple[str, int] | None = None
+    #: Seconds a client has to send a complete request (from connecting, or
+    #: from its last response) before it is closed.
+    request_timeout: float = 5.0
+    #: Connections open at once; past it the oldest is closed to make room.
+    max_connections: int = 64
+    #: No connection stays open longer, whatever it is doing.
+    max_connection_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +346,7 @@ def parse_config(
 _UDP_EDGE_KEYS = {"allow", "secret", "secret_file", "secret_env", "require_signature"} | {
     "signature_window",
     "replay_memory",
+    "replay_state_file",
     "rate_limit",
 }
 LOG_FORMATS = ("auto", "json", "text")
@@ -383,8 +393,24 @@ def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str,
         "require_signature": require,
         "signature_window": reader.integer(udp, "udp.signature_window", 300, low=1, high=86400),
         "replay_memory": reader.integer(udp, "udp.replay_memory", 100_000, low=1),
+        "replay_state_file": _replay_state_file(reader, udp, base_dir, secret),
         "rate_limit": rate_limit,
     }
+
+
+def _replay_state_file(
+    reader: _Reader, udp: dict[str, Any], base_dir: Path, secret: str | None
+) -> str | None:
+    """udp.replay_state_file, resolved against the config's directory; its directory must exist."""
+    name = reader.opt_text(udp, "udp.replay_state_file")
+    if name is None:
+        return None
+    if secret is None:
+        raise ConfigError("udp.replay_state_file: needs udp.secret (it remembers signatures)")
+    path = (base_dir / name).resolve()
+    if not path.parent.is_dir():
+        raise ConfigError(f"udp.replay_state_file: no such directory: {path.parent}")
+    return str(path)
 
 
 def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | None:
@@ -419,10 +445,22 @@ def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | N
 
 def _http_settings(reader: _Reader) -> HttpSettings:
     http = reader.section("http", required=False)
-    reader.no_unknown(http, "http", {"listen"})
-    if "listen" not in http:
-        return HttpSettings()
-    return HttpSettings(listen=parse_hostport(http["listen"], "http.listen"))
+    defaults = HttpSettings()  # the defaults live in the dataclass only
+    reader.no_unknown(
+        http, "http", {"listen", "request_timeout", "max_connections", "max_connection_seconds"}
+    )
+    return HttpSettings(
+        listen=parse_hostport(http["listen"], "http.listen") if "listen" in http else None,
+        request_timeout=reader.number(
+            http, "http.request_timeout", defaults.request_timeout, low=0.1
+        ),
+        max_connections=reader.integer(
+            http, "http.max_connections", defaults.max_connections, low=1, high=100_000
+        ),
+        max_connection_seconds=reader.number(
+            http, "http.max_connection_seconds", defaults.max_connection_seconds, low=1.0
+        ),
+    )
 
 
 def _log_settings(reader: _Reader) -> LogSettings:
