@@ -151,12 +151,11 @@ def guard(*, require: bool = False, secret: str | None = SECRET, burst: int = 3)
 
 
 def test_guard_checks_source_then_rate_then_signature() -> None:
-    edge = guard(require=True)
+    edge = guard(require=False)  # signatures optional: every datagram spends the budget
     signed = sign(b"<rc/>", SECRET, 1_700_000_000)
     assert edge.admit(signed, "127.0.0.2") is NOT_ALLOWED
     assert edge.admit(signed, "127.0.0.1") == b"<rc/>"
-    unsigned = edge.admit(b"<rc/>", "127.0.0.1")
-    assert isinstance(unsigned, Rejection) and unsigned.reason is RejectReason.UNSIGNED
+    assert edge.admit(b"<rc/>", "127.0.0.1") == b"<rc/>"
     # Third datagram empties the bucket (rate limiting comes before the signature check).
     tampered = edge.admit(signed.replace(b"<rc/>", b"<rx/>"), "127.0.0.1")
     assert isinstance(tampered, Rejection) and tampered.reason is RejectReason.BAD_SIGNATURE
@@ -165,6 +164,36 @@ def test_guard_checks_source_then_rate_then_signature() -> None:
     assert penalized is not IN_PENALTY_BOX and "10 s" in penalized.detail  # logged once
     assert edge.admit(signed, "127.0.0.1") is IN_PENALTY_BOX  # then silently
     assert edge.admit(sign(b"<v6/>", SECRET, 1_700_000_000), "::1") == b"<v6/>"  # others pass
+
+
+def test_required_signatures_only_verified_traffic_spends_the_budget() -> None:
+    edge = guard(require=True)
+    assert edge.unverified is not None and edge.limiter is not None
+    assert edge.admit(sign(b"<rc/>", SECRET, 1_700_000_000), "127.0.0.2") is NOT_ALLOWED
+    # Junk from the signer's address: its own budget (3), then its own penalty box.
+    junk = [b"<rc/>", b"XMLRC-SIG v1 1700000000 " + b"0" * 64 + b"\n<rc/>", b"<x/>"]
+    reasons = [edge.admit(item, "127.0.0.1") for item in junk]
+    assert [r.reason for r in reasons if isinstance(r, Rejection)] == [
+        RejectReason.UNSIGNED, RejectReason.BAD_SIGNATURE, RejectReason.UNSIGNED,
+    ]  # fmt: skip
+    over = edge.admit(b"<rc/>", "127.0.0.1")
+    assert isinstance(over, Rejection) and over.reason is RejectReason.RATE_LIMITED
+    assert over is not IN_PENALTY_BOX and "unverified" in over.detail  # logged once
+    assert edge.admit(b"<rc/>", "127.0.0.1") is IN_PENALTY_BOX  # then silently
+    replay = sign(b"<r0/>", SECRET, 1_700_000_000)
+    assert edge.admit(replay, "127.0.0.1") == b"<r0/>"  # the signer is not affected
+    for _ in range(10):  # replays of a captured datagram are junk, not the signer's
+        assert edge.admit(replay, "127.0.0.1") is IN_PENALTY_BOX
+    assert edge.unverified.penalties == 1 and edge.limiter.penalties == 0
+    # The signer's own budget (3 verified datagrams) still holds it to its rate.
+    assert edge.admit(sign(b"<r1/>", SECRET, 1_700_000_000), "127.0.0.1") == b"<r1/>"
+    assert edge.admit(sign(b"<r2/>", SECRET, 1_700_000_000), "127.0.0.1") == b"<r2/>"
+    runaway = edge.admit(sign(b"<r3/>", SECRET, 1_700_000_000), "127.0.0.1")
+    assert isinstance(runaway, Rejection) and runaway.reason is RejectReason.RATE_LIMITED
+    assert "over its rate limit" in runaway.detail and edge.limiter.penalties == 1
+    # In the verified box, dropped before the signature is even checked.
+    assert edge.admit(sign(b"<r4/>", SECRET, 1_700_000_000), "127.0.0.1") is IN_PENALTY_BOX
+    assert len(edge.signatures) == 4
 
 
 def test_guard_without_secret_passes_unsigned_and_refuses_signed() -> None:

@@ -21,6 +21,8 @@ _ONE = 1.0 - 1e-9
 
 
 class SourceRateLimiter:
+    """Token buckets per source address, and the penalty box (see the module)."""
+
     __slots__ = ("_table", "burst", "evictions", "max_sources", "penalties", "penalty", "rate")
 
     def __init__(
@@ -62,6 +64,11 @@ class SourceRateLimiter:
         state[2] = now + self.penalty
         self.penalties += 1
         return PENALIZED
+
+    def penalized(self, source: str, now: float) -> bool:
+        """Whether `source` is in the penalty box at `now`; spends nothing."""
+        state = self._table.get(source)
+        return state is not None and now < state[2]
 
     def in_penalty(self, now: float) -> list[str]:
         """The sources in the penalty box at `now` (for operators; not for the hot path)."""

@@ -19,7 +19,9 @@ within that window. Pure code: the caller passes the clock.
 from __future__ import annotations
 
 import hmac
+import struct
 from collections import OrderedDict
+from typing import NamedTuple
 
 from .errors import Rejection, RejectReason
 
@@ -111,7 +113,7 @@ class SignatureChecker:
     forgotten one is refused as stale: a replay can never slip through.
     """
 
-    __slots__ = ("_floor", "_key", "_recent", "max_recent", "require", "window")
+    __slots__ = ("_floor", "_key", "_recent", "accepted", "max_recent", "require", "window")
 
     def __init__(
         self,
@@ -131,6 +133,8 @@ class SignatureChecker:
         self.max_recent = max_recent
         self._recent: OrderedDict[bytes, int] = OrderedDict()
         self._floor = -1
+        #: Signed datagrams accepted so far (tells a persister there is news).
+        self.accepted = 0
 
     @property
     def enabled(self) -> bool:
@@ -154,6 +158,7 @@ class SignatureChecker:
                 RejectReason.STALE_SIGNATURE, "older than the replay memory (udp.replay_memory)"
             )
         recent[mac] = signed_at
+        self.accepted += 1
         horizon = now - self.window
         while recent:  # forget what is past the window (arrival order ~ time order)
             oldest_mac, oldest_at = next(iter(recent.items()))
@@ -166,3 +171,58 @@ class SignatureChecker:
 
     def __len__(self) -> int:
         return len(self._recent)
+
+    def snapshot(self, now: float) -> ReplayState:
+        """What a restarted bridge needs to go on refusing replays: the MACs still
+        within the window at `now` (oldest first), and the floor."""
+        horizon = now - self.window
+        entries = tuple((mac, at) for mac, at in self._recent.items() if at >= horizon)
+        return ReplayState(self._floor, entries)
+
+    def merge(self, state: ReplayState, now: float) -> int:
+        """Remember what `state` remembers too (a previous run, another bridge); returns
+        how many MACs were new. MACs past the window at `now` are skipped; past
+        `max_recent`, the oldest are forgotten and the floor raised, as in `check`."""
+        horizon = now - self.window
+        recent = self._recent
+        new = [(mac, at) for mac, at in state.entries if at >= horizon and mac not in recent]
+        self._floor = max(self._floor, state.floor)
+        if new:
+            # Time order again, so forgetting from the front forgets the oldest.
+            items = sorted([*recent.items(), *new], key=lambda item: item[1])
+            overflow = len(items) - self.max_recent
+            if overflow > 0:
+                self._floor = max(self._floor, items[overflow - 1][1])
+                items = items[overflow:]
+            self._recent = OrderedDict(items)
+        return len(new)
+
+
+class ReplayState(NamedTuple):
+    """A `SignatureChecker`'s replay memory: the floor and (MAC, signing time) pairs."""
+
+    floor: int
+    entries: tuple[tuple[bytes, int], ...]
+
+
+_STATE_MAGIC = b"XMLRC-REPLAY v1\n"
+_STATE_HEAD = struct.Struct(">qI")  # floor, number of entries
+_STATE_ENTRY = struct.Struct(">32sq")  # raw MAC, signing time
+
+
+def encode_replay_state(state: ReplayState) -> bytes:
+    """`state` as bytes (40 per MAC): what the bridge writes to udp.replay_state_file."""
+    body = b"".join(_STATE_ENTRY.pack(mac, at) for mac, at in state.entries)
+    return _STATE_MAGIC + _STATE_HEAD.pack(state.floor, len(state.entries)) + body
+
+
+def decode_replay_state(data: bytes) -> ReplayState:
+    """The state `encode_replay_state` wrote; ValueError if `data` is not one, whole."""
+    start = len(_STATE_MAGIC) + _STATE_HEAD.size
+    if not data.startswith(_STATE_MAGIC) or len(data) < start:
+        raise ValueError("not a replay state")
+    floor, count = _STATE_HEAD.unpack_from(data, len(_STATE_MAGIC))
+    if len(data) != start + count * _STATE_ENTRY.size:
+        raise ValueError("a truncated or overlong replay state")
+    entries = tuple(_STATE_ENTRY.iter_unpack(data[start:]))
+    return ReplayState(floor, entries)
