@@ -39,6 +39,10 @@ from udp2xmpp.subscribe.model import Target, TargetError, title_variants
             Watch(Target("filter", "enwiki", "", None, "List of *", None)),
         ),
         ("watchfilter enwiki min=100", Watch(Target("filter", "enwiki", "", None, None, 100))),
+        (
+            "watchfilter enwiki min_abs_change=100 namespace=4",
+            Watch(Target("filter", "enwiki", "", (4,), None, 100)),
+        ),
         ("unwatch enwiki Main Page", Unwatch(Target("page", "enwiki", "Main Page"))),
         ("unwatchuser enwiki Alice", Unwatch(Target("user", "enwiki", "Alice"))),
         ("unwatch 3", UnwatchNumber(3)),
@@ -70,6 +74,9 @@ def test_commands_parse(text: str, expected: object) -> None:
         ("watchfilter enwiki", "watchfilter"),
         ("watchfilter enwiki ns=zero", "watchfilter"),
         ("watchfilter enwiki min=-5", "watchfilter"),
+        ("watchfilter enwiki min=0", "watchfilter"),
+        ("watchfilter enwiki ns=0," + ",".join(map(str, range(1, 21))), "watchfilter"),
+        ("watchfilter enwiki ns=1000000", "watchfilter"),
         ("watchfilter enwiki size=5", "watchfilter"),
         ("watchfilter enwiki ns=0 ns=1", "watchfilter"),
         ('watchfilter enwiki title="unclosed', "watchfilter"),
@@ -126,4 +133,15 @@ def test_a_targets_key_ignores_the_case_of_a_titles_first_letter_only() -> None:
     assert spec == 'ns=0,1 title="List of *" min=5'
     assert parse_command(f"watchfilter w {spec}") == Watch(
         Target("filter", "w", "", (0, 1), "List of *", 5)
+    )
+
+
+def test_min_change_is_refused_in_a_watch() -> None:
+    """Behaviour change: ``min_change=`` used to be read as ``min=`` (bytes either way),
+    while filtered rooms and rcclient read it signed; now it is refused, pointing to min=."""
+    with pytest.raises(CommandError) as error:
+        parse_command("watchfilter enwiki min_change=500")
+    assert str(error.value).startswith("Min_change= is not a watch condition; min=500 is")
+    assert parse_command("watchfilter enwiki min=500") == Watch(
+        Target("filter", "enwiki", "", None, None, 500)
     )

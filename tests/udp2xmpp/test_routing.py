@@ -71,6 +71,9 @@ FILTER_CASES: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     # A page creation's size change is its length; an unknown size never matches a bound.
     ({"min_change": 100}, {"type": "new", "oldlen": None, "newlen": 100}, {"newlen": None}),
     ({"max_change": 100}, {"newlen": 50}, {"type": "log", "oldlen": None, "newlen": None}),
+    # The engine's (xmlrc.filters) other conditions, new in filtered rooms.
+    ({"title_glob": "List_of_*"}, {"title": "List of cats"}, {"title": "A List of cats"}),
+    ({"min_abs_change": 500}, {"oldlen": 600, "newlen": 100}, {"oldlen": 0, "newlen": 499}),
 ]
 
 
