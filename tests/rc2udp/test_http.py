@@ -22,6 +22,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from rc2udp.api import ApiClient, ApiError, RetryPolicy, parse_retry_after, user_agent
+from tests.rc2udp.local_api import Sleeps, serving
 
 OK = json.dumps({"batchcomplete": True, "query": {"general": {"wikiid": "fakewiki"}}})
 MAXLAG = json.dumps(
@@ -50,25 +51,9 @@ class ScriptedApi:
 @pytest_asyncio.fixture
 async def api() -> AsyncIterator[ScriptedApi]:
     scripted = ScriptedApi()
-    app = web.Application()
-    app.router.add_route("*", "/w/api.php", scripted.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    scripted.url = f"http://127.0.0.1:{port}/w/api.php"
-    try:
+    async with serving(scripted.handle) as origin:
+        scripted.url = f"{origin}/w/api.php"
         yield scripted
-    finally:
-        await runner.cleanup()
-
-
-class Sleeps(list[float]):
-    """Stands in for asyncio.sleep: records each delay the client asks for."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 def client(url: str, sleeps: Sleeps, **policy: Any) -> ApiClient:
