@@ -12,7 +12,11 @@ Responsible for how rc2udp talks HTTP, nothing else:
   `ApiError`;
 - an optional bot-password login (``action=login``), kept alive with
   ``assert=user``: a lost session is logged in again;
-- one request at a time per wiki (no parallel hammering).
+- one request at a time per wiki (no parallel hammering);
+- bounds against a broken or hostile server (`Limits`): redirects are
+  followed by hand, only within the API's own origin and a bounded number of
+  times, so no password, token or cookie ever reaches another origin; an
+  answer is read as a stream and refused past ``max_response_bytes``.
 
 What to ask and what the answers mean lives in `xmlrc.wire.apijson`.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import sys
@@ -32,6 +37,9 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from yarl import URL
+
+from .limits import Limits
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,10 @@ Sleep = Callable[[float], Awaitable[None]]
 #: ``internal_api_error_*`` (a database hiccup) too.
 _TRANSIENT_CODES = frozenset({"maxlag", "ratelimited", "readonly"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Redirects that keep the method and body (307, 308) and those that do not.
+_REDIRECTS_KEEPING_BODY = frozenset({307, 308})
+_REDIRECTS = frozenset({301, 302, 303}) | _REDIRECTS_KEEPING_BODY
+_CHUNK = 64 * 1024
 
 
 class ApiError(Exception):
@@ -105,6 +117,15 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def origin(url: URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (explicit or the scheme's default): what a browser calls an origin."""
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _shown_origin(url: URL) -> str:
+    return str(url.origin())
+
+
 class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -124,6 +145,7 @@ class ApiClient:
         user_agent: str,
         maxlag: int | None = 5,
         retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -131,6 +153,7 @@ class ApiClient:
         self.user_agent = user_agent
         self.maxlag = maxlag
         self.retry = retry or RetryPolicy()
+        self.limits = limits or Limits()
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
@@ -229,39 +252,109 @@ class ApiClient:
             shown = {k: v for k, v in query.items() if "pass" not in k and "token" not in k}
             log.debug("%s %s %s", method, self.api_url, shown)
         try:
-            if method == "GET":
-                response = await self._http().get(self.api_url, params=query)
-            else:
-                response = await self._http().post(self.api_url, data=query)
-            async with response:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                status = response.status
-                if status in _RETRY_STATUSES:
-                    # Retry-After is honoured on 429 and 503 (what it is meant for).
-                    honoured = retry_after if status in (429, 503) else None
-                    raise _Retry(f"HTTP {status}", honoured)
-                if status >= 400:
-                    raise ApiError(f"http{status}", f"HTTP {status} from {self.api_url}")
-                try:
-                    data = await response.json(content_type=None)
-                except ValueError:
-                    raise _Retry("not JSON: the wiki answered with something else") from None
+            status, retry_after, body = await self._fetch(method, query)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retry(f"network: {type(exc).__name__}: {exc}") from None
+        if status in _RETRY_STATUSES:
+            # Retry-After is honoured on 429 and 503 (what it is meant for).
+            raise _Retry(f"HTTP {status}", retry_after if status in (429, 503) else None)
+        if status >= 300:
+            raise ApiError(f"http{status}", f"HTTP {status} from {self.api_url}")
+        try:
+            data = json.loads(body)
+        except ValueError:  # UnicodeDecodeError too
+            raise _Retry("not JSON: the wiki answered with something else") from None
+        except RecursionError:  # nested deeper than the parser's stack: not a wiki's answer
+            raise ApiError("badanswer", f"{self.api_url}: JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise _Retry("not a JSON object")
         error = data.get("error")
         if isinstance(error, dict):
-            code = str(error.get("code", "unknown"))
-            info = str(error.get("info", ""))
+            code = str(error.get("code", "unknown"))[:100]  # bounded: it ends up in logs
+            info = str(error.get("info", ""))[:500]
             if code in _TRANSIENT_CODES or code.startswith("internal_api_error"):
                 if code == "maxlag" and retry_after is None:
                     retry_after = 5.0  # MediaWiki sends Retry-After with maxlag; be safe
                 raise _Retry(f"{code}: {info}"[:200], retry_after if code == "maxlag" else None)
             raise ApiError(code, info)
-        for module, warning in (data.get("warnings") or {}).items():
-            log.debug("%s: API warning from %s: %s", self.api_url, module, warning)
+        warnings = data.get("warnings")
+        if isinstance(warnings, dict) and log.isEnabledFor(logging.DEBUG):
+            for module, warning in warnings.items():
+                log.debug("%s: API warning from %s: %.500s", self.api_url, module, warning)
         return data
+
+    async def _fetch(
+        self, method: str, query: Mapping[str, str]
+    ) -> tuple[int, float | None, bytes]:
+        """One request: (status, Retry-After, body); the body only of a 2xx answer.
+
+        Redirects are followed here, not by aiohttp: aiohttp would re-post the
+        body (a bot password) on 307/308 and send the cookie jar's cookies to
+        any host that matches them, whatever the port or scheme.  So only
+        redirects within the API's origin are followed, at most
+        ``max_redirects`` of them; any other is an `ApiError` naming both origins.
+        """
+        url = URL(self.api_url)
+        home = origin(url)
+        params: Mapping[str, str] | None = query
+        for _hop in range(self.limits.max_redirects + 1):
+            http = self._http()
+            if method == "GET":
+                request = http.get(url, params=params, allow_redirects=False)
+            else:
+                request = http.post(url, data=query, allow_redirects=False)
+            async with request as response:
+                status = response.status
+                location = response.headers.get("Location")
+                if status in _REDIRECTS and location:
+                    try:
+                        target = url.join(URL(location))
+                    except ValueError:
+                        raise ApiError(
+                            "redirect", f"{self.api_url}: HTTP {status} to an unreadable Location"
+                        ) from None
+                    if origin(target) != home:
+                        raise ApiError(
+                            "crossorigin",
+                            f"{self.api_url}: redirected from {_shown_origin(url)} to "
+                            f"{_shown_origin(target)}; not followed, so that no credential "
+                            "or cookie leaves the wiki's origin (give the final api.php URL)",
+                        )
+                    if method == "POST" and status not in _REDIRECTS_KEEPING_BODY:
+                        raise ApiError(
+                            "redirect",
+                            f"{self.api_url}: a POST was redirected with HTTP {status}, "
+                            "which drops its body (give the final api.php URL)",
+                        )
+                    log.debug("%s: HTTP %d to %s", self.api_url, status, target)
+                    url, params = target, None  # the Location carries its own query
+                    continue
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if not 200 <= status < 300:
+                    return status, retry_after, b""
+                return status, retry_after, await self._read_capped(response)
+        raise ApiError(
+            "redirects",
+            f"{self.api_url}: more than {self.limits.max_redirects} redirects (max_redirects)",
+        )
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, read in chunks, refused as soon as it passes ``max_response_bytes``."""
+        cap = self.limits.max_response_bytes
+        declared = response.content_length
+        body = bytearray()
+        if declared is None or declared <= cap:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    break
+            else:
+                return bytes(body)
+        response.close()  # drop the connection: the rest is never read
+        raise ApiError(
+            "toolarge",
+            f"{self.api_url}: the answer is larger than {cap} bytes (max_response_bytes)",
+        )
 
     # -- sessions -----------------------------------------------------------------------
 
