@@ -10,18 +10,25 @@ ended, however long it was away (as far back as the wiki keeps recent
 changes, ``$wgRCMaxAge``: 90 days by default).
 
 The query logic is pure (`xmlrc.wire.apijson`); this module only
-waits, asks and sends.  A stop request (SIGTERM, Ctrl-C) is honoured between
-pages: a page is always sent and saved whole.
+waits, asks and sends, within `Limits` against a broken or hostile API:
+``page_delay`` seconds between two pages, at most ``max_pages`` pages a
+round, a round ends when the API repeats a continuation it gave in that
+round, an rcid is sent at most once a round however often the API repeats
+it, and siteinfo is checked (`rc2udp.siteinfo`) before it goes into datagrams.
+A stop request (SIGTERM, Ctrl-C) is honoured between pages: a page is
+always sent and saved whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Protocol, TypeVar
@@ -42,11 +49,18 @@ from xmlrc_emitter import AsyncEmitter, DatagramFormat, RecentChange
 
 from .api import ApiClient, ApiError
 from .config import Target
+from .limits import Limits
+from .siteinfo import SiteinfoError, check_general
 from .state import StateFile
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Waits `seconds` or until the event is set (`sleep_or_stop`; tests record instead).
+Pause = Callable[[float, asyncio.Event], Awaitable[None]]
+#: Parameters a continuation may not set: they are the client's, not the module's.
+_CLIENT_PARAMS = frozenset({"format", "formatversion", "maxlag", "assert", "action"})
 
 
 class ChangeSink(Protocol):
@@ -135,6 +149,37 @@ class PollStats:
     sent: int = 0
     undecodable: int = 0
     errors: int = 0
+    #: Changes the API gave again within one round (not sent again).
+    duplicates: int = 0
+    #: Rounds ended early: a repeated continuation, or ``max_pages``.
+    cut_short: int = 0
+
+
+class RoundMemory:
+    """The rcids seen in one round, so that a change the API repeats is sent once.
+
+    Bounded (``Limits.round_memory``): past it the oldest rcids are forgotten.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[int] = deque()
+        self._known: set[int] = set()
+
+    def first_time(self, rcid: int) -> bool:
+        """Whether `rcid` is new in this round (and remember it)."""
+        if rcid in self._known:
+            return False
+        self._known.add(rcid)
+        self._order.append(rcid)
+        if len(self._order) > self.size:
+            self._known.discard(self._order.popleft())
+        return True
+
+
+def _fingerprint(continuation: Mapping[str, str]) -> bytes:
+    """A short digest of a continuation: rounds remember these, not the (any size) values."""
+    return hashlib.sha256(json.dumps(sorted(continuation.items())).encode()).digest()
 
 
 class WikiPoller:
@@ -153,6 +198,8 @@ class WikiPoller:
         limit: int | str = "max",
         until: datetime | None = None,
         rng: random.Random | None = None,
+        limits: Limits | None = None,
+        pause: Pause = sleep_or_stop,
     ) -> None:
         self.client = client
         self.api = client.api_url
@@ -164,6 +211,9 @@ class WikiPoller:
         self.lookback = lookback
         self.limit = limit
         self.until = until
+        #: The client's limits unless told otherwise: one set per wiki.
+        self.limits = limits or client.limits
+        self._pause = pause
         self.stats = PollStats()
         self.site: Site | None = None
         self.prop = rcprop(patrolled=False)
@@ -177,10 +227,13 @@ class WikiPoller:
             await self.client.login(*self.login)
         params = {"action": "query", "meta": "siteinfo|userinfo", "siprop": "general"}
         data = await self.client.get({**params, "uiprop": "rights"})
-        query = data.get("query") or {}
+        query = data.get("query")
+        if not isinstance(query, dict):
+            query = {}
         try:
+            check_general(query.get("general"))
             site = site_from_siteinfo(query.get("general"), self.api)
-        except DecodeError as exc:
+        except (SiteinfoError, DecodeError) as exc:
             raise ApiError("badsiteinfo", f"{self.api}: {exc}") from None
         patrolled = can_read_patrolled(query.get("userinfo"))
         self.prop = rcprop(patrolled=patrolled)
@@ -210,23 +263,57 @@ class WikiPoller:
         if self.until is not None:
             base["rcend"] = iso_from_utc(self.until)
         continuation: dict[str, str] = {}
+        given = {_fingerprint(continuation)}  # the continuations of this round, digested
+        memory = RoundMemory(self.limits.round_memory)
         settled: datetime | None = None
-        sent = 0
+        sent = pages = 0
         while not stop.is_set():
+            if pages and self.limits.page_delay > 0:
+                await self._pause(self.limits.page_delay, stop)  # polite, and a stop cuts it
+                if stop.is_set():
+                    break
             completed, data = await until_stopped(self.client.get({**base, **continuation}), stop)
             if not completed or data is None:
                 break
+            pages += 1
             if settled is None:  # the server's time when this poll began
                 with contextlib.suppress(DecodeError):
                     settled = coerce.iso_time(data.get("curtimestamp"), "curtimestamp")
-            sent += await self._send_page(site, data, settled)
-            if not isinstance(data.get("continue"), dict):
+            sent += await self._send_page(site, data, settled, memory)
+            following = data.get("continue")
+            if not isinstance(following, dict):
                 break
-            continuation = {str(k): str(v) for k, v in data["continue"].items()}
+            continuation = {str(k): str(v) for k, v in following.items()}
+            if taken := sorted((set(base) | _CLIENT_PARAMS) & set(continuation)):
+                raise ApiError(
+                    "badanswer", f"{self.api}: the continuation would change {taken[0]!r}"
+                )
+            fingerprint = _fingerprint(continuation)
+            if fingerprint in given:
+                self.stats.cut_short += 1
+                log.warning(
+                    "%s: the API repeated its continuation within one round (a broken "
+                    "or hostile wiki); this round ends after %d pages",
+                    self.api,
+                    pages,
+                )
+                break
+            given.add(fingerprint)
+            if pages >= self.limits.max_pages:
+                self.stats.cut_short += 1
+                log.warning(
+                    "%s: %d pages in one round (max_pages); the next round continues from here",
+                    self.api,
+                    pages,
+                )
+                break
         return sent
 
-    async def _send_page(self, site: Site, data: dict[str, Any], settled: datetime | None) -> int:
-        items = (data.get("query") or {}).get("recentchanges")
+    async def _send_page(
+        self, site: Site, data: dict[str, Any], settled: datetime | None, memory: RoundMemory
+    ) -> int:
+        query = data.get("query")
+        items = query.get("recentchanges") if isinstance(query, dict) else None
         if not isinstance(items, list):
             raise ApiError("badanswer", f"{self.api}: no recentchanges list in the answer")
         page: list[RecentChange] = []
@@ -241,15 +328,32 @@ class WikiPoller:
                     if isinstance(rcid, int):
                         self._reported.add(rcid)
         fresh, after = unsent(self.resume, page, lookback=self.lookback, settled=settled)
-        for change in fresh:
+        # Every rcid of the page is noted (also those `unsent` skipped), so a change
+        # the API gives again later in this round, even with another time, is not new.
+        chosen = {id(change) for change in fresh}
+        once: list[RecentChange] = []
+        for change in page:
+            new = change.rcid is None or memory.first_time(change.rcid)
+            if id(change) in chosen:
+                if new:
+                    once.append(change)
+                else:
+                    self.stats.duplicates += 1
+        if len(once) < len(fresh):
+            log.warning(
+                "%s: the API repeated %d changes in this round; each is sent once",
+                self.api,
+                len(fresh) - len(once),
+            )
+        for change in once:
             await self.sink.send(change)
         self.state.put(self.api, site.wiki, after)
         self._resume = after
         self.stats.pages += 1
-        self.stats.sent += len(fresh)
+        self.stats.sent += len(once)
         if len(self._reported) > 100_000:
             self._reported.clear()
-        return len(fresh)
+        return len(once)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
         """Poll until `stop` is set (or one complete pass with `once`).
