@@ -20,6 +20,7 @@ from xmlrc_emitter import AsyncEmitter, DatagramFormat, RecentChange
 
 from .api import ApiClient, ApiError, user_agent
 from .config import ConfigError, PollConfig, build_config, load_toml, parse_since
+from .limits import Limits
 from .poll import ChangeSink, JsonLinesSink, UdpSink, WikiPoller
 from .replay import read_changes, rounds
 from .state import StateError, StateFile
@@ -27,6 +28,7 @@ from .state import StateError, StateFile
 log = logging.getLogger("rc2udp")
 
 _FORMATS = [f.value for f in DatagramFormat]
+_LIMITS = Limits()  # the defaults, for the help texts
 
 
 @click.group()
@@ -84,6 +86,27 @@ def _api_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--state", type=click.Path(dir_okay=False), help="State file to resume from."),
         click.option("--lookback", type=float, help="Seconds re-read each poll (default 10)."),
+        click.option(
+            "--page-delay",
+            type=float,
+            help=f"Seconds between continuation pages (default {_LIMITS.page_delay:g}; 0: none).",
+        ),
+        click.option(
+            "--max-pages",
+            type=int,
+            help=f"Pages per round at most; the next round goes on (default {_LIMITS.max_pages}).",
+        ),
+        click.option(
+            "--max-response-bytes",
+            type=int,
+            help=f"Refuse larger API answers (default {_LIMITS.max_response_bytes}, 16 MiB).",
+        ),
+        click.option(
+            "--max-redirects",
+            type=int,
+            help=f"Same-origin redirects followed (default {_LIMITS.max_redirects}); "
+            "a redirect to another origin is never followed.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -151,7 +174,10 @@ async def _run_pollers(
     agent = config.user_agent or user_agent(config.contact)
     state = StateFile(config.state_file)
     since = parse_since(config.since)
-    clients = [ApiClient(w.api, user_agent=agent, maxlag=config.maxlag) for w in config.wikis]
+    clients = [
+        ApiClient(w.api, user_agent=agent, maxlag=config.maxlag, limits=config.limits)
+        for w in config.wikis
+    ]
     pollers = [
         WikiPoller(
             client,
@@ -181,11 +207,12 @@ async def _run_pollers(
     for poller in pollers:
         name = poller.site.wiki if poller.site else poller.api
         log.info(
-            "%s: %d changes in %d pages, %d undecodable",
+            "%s: %d changes in %d pages, %d undecodable, %d repeated by the API",
             name,
             poller.stats.sent,
             poller.stats.pages,
             poller.stats.undecodable,
+            poller.stats.duplicates,
         )
     return 1 if failed else 0
 
@@ -222,6 +249,10 @@ def poll(
     password_file: str | None,
     state: str | None,
     lookback: float | None,
+    page_delay: float | None,
+    max_pages: int | None,
+    max_response_bytes: int | None,
+    max_redirects: int | None,
     targets: tuple[str, ...],
     fmt: str | None,
     prefix: str | None,
@@ -247,6 +278,10 @@ def poll(
             "maxlag": maxlag,
             "state_file": state,
             "lookback": lookback,
+            "page_delay": page_delay,
+            "max_pages": max_pages,
+            "max_response_bytes": max_response_bytes,
+            "max_redirects": max_redirects,
             "targets": list(targets) or None,
             "format": fmt,
             "prefix": prefix,
@@ -287,6 +322,10 @@ def record(
     password_file: str | None,
     state: str | None,
     lookback: float | None,
+    page_delay: float | None,
+    max_pages: int | None,
+    max_response_bytes: int | None,
+    max_redirects: int | None,
     out: str,
     since: str,
     until: str | None,
@@ -311,6 +350,10 @@ def record(
             "maxlag": maxlag,
             "state_file": state,
             "lookback": lookback,
+            "page_delay": page_delay,
+            "max_pages": max_pages,
+            "max_response_bytes": max_response_bytes,
+            "max_redirects": max_redirects,
             "interval": interval,
             "since": since,
         },

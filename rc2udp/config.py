@@ -11,13 +11,18 @@ Every key, with its default (commented in ``examples/rc2udp.toml``)::
     lookback = 10                     # seconds re-read each poll (late changes)
     maxlag = 5                        # database lag (s) at which the wiki is left alone
     since = "now"                     # start of a wiki without state: now, ISO time, 90m, 2h, 3d
+    page_delay = 0.5                  # seconds between two continuation pages (0: none)
+    max_pages = 1000                  # pages per round at most (the next round continues)
+    max_response_bytes = 16777216     # larger answers are refused (16 MiB)
+    max_redirects = 5                 # same-origin redirects followed (never another origin)
 
     [[wiki]]
     api = "https://en.wikipedia.org/w/api.php"
     login = "MyBot@rc2udp"            # optional bot password, for the patrol flags
     password_file = "/etc/rc2udp/enwiki.password"   # or password_env = "NAME"
 
-A bad value raises `ConfigError` naming the key.
+A bad value raises `ConfigError` naming the key.  The defaults of the last
+four are `rc2udp.limits.Limits`'s.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from urllib.parse import urlsplit
 from xmlrc.wire.model import utc_from_iso
 from xmlrc_emitter import DatagramFormat
 
+from .limits import MIN_RESPONSE_BYTES, Limits
+
 DEFAULT_TARGET = "127.0.0.1:9390"
 _RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -51,6 +58,7 @@ _TOP_KEYS = {
     "maxlag",
     "since",
     "wiki",
+    *(name for name in Limits.__dataclass_fields__ if name != "round_memory"),
 }
 _WIKI_KEYS = {"api", "login", "password_file", "password_env"}
 
@@ -88,6 +96,7 @@ class PollConfig:
     since: str = "now"
     contact: str | None = None
     user_agent: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def parse_target(text: str, key: str = "target") -> Target:
@@ -141,6 +150,25 @@ def _number(data: Mapping[str, Any], key: str, default: float, *, minimum: float
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
         raise ConfigError(f"{key}: expected a number >= {minimum:g}, not {value!r}")
     return float(value)
+
+
+def _integer(data: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _limits(data: Mapping[str, Any]) -> Limits:
+    default = Limits()
+    return Limits(
+        max_response_bytes=_integer(
+            data, "max_response_bytes", default.max_response_bytes, minimum=MIN_RESPONSE_BYTES
+        ),
+        max_redirects=_integer(data, "max_redirects", default.max_redirects, minimum=0),
+        page_delay=_number(data, "page_delay", default.page_delay, minimum=0),
+        max_pages=_integer(data, "max_pages", default.max_pages, minimum=1),
+    )
 
 
 def _text(data: Mapping[str, Any], key: str) -> str | None:
@@ -259,4 +287,5 @@ def build_config(
         since=str(since),
         contact=contact,
         user_agent=user_agent,
+        limits=_limits(merged),
     )
