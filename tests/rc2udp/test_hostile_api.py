@@ -317,9 +317,30 @@ async def test_the_default_pause_between_pages_is_polite(tmp_path: Path) -> None
 
     pauses = Pauses()
     async with serving(handle) as origin, client(f"{origin}/w/api.php") as wiki:
-        await poller(wiki, tmp_path, Limits(), pauses).run(asyncio.Event(), once=True)
+        polling = poller(wiki, tmp_path, Limits(), pauses)
+        await asyncio.wait_for(polling.run(asyncio.Event(), once=True), 30)
     assert len(recentchanges(recorder)) == 3
     assert len(pauses) == 2 and all(0.5 <= p <= 1 for p in pauses)
+
+
+async def test_a_continuation_may_not_change_the_query_or_the_client_s_parameters(
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen = await recorder.note(request)
+        if seen.params.get("meta"):
+            return siteinfo()
+        body = {"query": {"recentchanges": []}, "continue": {"rccontinue": "x|1", "maxlag": "999"}}
+        return web.json_response(body)
+
+    async with serving(handle) as origin, client(f"{origin}/w/api.php") as wiki:
+        polling = poller(wiki, tmp_path, Limits(), Pauses())
+        with pytest.raises(ApiError) as caught:
+            await asyncio.wait_for(polling.run(asyncio.Event(), once=True), 30)
+    assert caught.value.code == "badanswer" and "'maxlag'" in str(caught.value)
+    assert len(recentchanges(recorder)) == 1  # never sent with maxlag=999
 
 
 # -- size --------------------------------------------------------------------------------
@@ -382,7 +403,7 @@ async def test_an_rcid_repeated_in_a_page_or_a_later_page_of_the_round_is_sent_o
 
     async with serving(handle) as origin, client(f"{origin}/w/api.php") as wiki:
         polling = poller(wiki, tmp_path, Limits(page_delay=0), Pauses())
-        await polling.run(asyncio.Event(), once=True)
+        await asyncio.wait_for(polling.run(asyncio.Event(), once=True), 30)
     sink = polling.sink
     assert isinstance(sink, ListSink)
     assert [c.rcid for c in sink.changes] == [1, 2, 9, 3]
