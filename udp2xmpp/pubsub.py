@@ -11,11 +11,20 @@ The bridge creates and configures its nodes (it must be allowed to: in
 Prosody, an admin of the PubSub service): items persisted, at most
 ``max_items`` kept, only the owner (the bridge) publishes, and the access
 model of the wiki's room: ``open``, or ``whitelist`` with the room's
-members as node members for a members-only wiki. Node setup uses slixmpp's
-XEP-0060 plugin; publishing writes ready-made IQ text through the fast path
-(`send_texts`), at most ``window`` unanswered and ``max_per_second`` a
-second, from its own bounded queue, so the rooms never wait on PubSub.
-Errors are counted by condition; a node that vanished is set up again.
+members as node members for a members-only wiki. It runs on the bridge's
+`Session` and talks XMPP only through `xmlrc.xmpp.pubsub`: node setup as
+IQs, publishing as ready-made IQ text written through the stream's one
+`Outbox` (sharing its budget), at most ``window`` unanswered and
+``max_per_second`` a second, from its own bounded queue, so the rooms never
+wait on PubSub. Errors are counted by condition; a node that vanished is
+set up again.
+
+Private stays private: node names are reserved like room names. A known
+wiki's node is only ever configured from that wiki's own settings, and an
+unknown wiki whose node name would be a known wiki's (``SecretWiki`` beside
+the members-only ``secretwiki``), or the all-wikis node, is refused and
+counted. After a session that was not resumed every known node is set up
+again, with its right access model, before anything is published.
 """
 
 from __future__ import annotations
@@ -26,49 +35,49 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from slixmpp import JID
-from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from xmlrc.wire import NAMESPACE, RecentChange
-from xmlrc.wire.rcxml import change_to_xml_text, escape_attribute
+from xmlrc.wire.rcxml import change_to_xml_text
 from xmlrc.wire.safexml import xml_safe
+from xmlrc.xmpp import pubsub as xep0060
+from xmlrc.xmpp.outbox import Outbox, Pacer
 
 from .config import PubSubSettings
 from .route import RoomSpec, RoutingError
-from xmlrc.xmpp.outbox import Pacer
 from .throttled_log import RateLimitedLog
 
 if TYPE_CHECKING:
-    from .sink.xmpp import XmppSink
+    from xmlrc.xmpp.session import Session
 
 log = logging.getLogger(__name__)
 
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
-NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
+PUBSUB_NS = xep0060.PUBSUB_NS
+NODE_CONFIG_FORM = xep0060.NODE_CONFIG_FORM
 #: Ids of our publish IQs; their answers are matched on it.
 ID_PREFIX = "xmlrc-ps"
 #: An unanswered publish older than this is given up (counted as a timeout).
 ANSWER_TIMEOUT = 60.0
+#: Seconds to wait for an answer to a node setup request.
+SETUP_TIMEOUT = 20.0
 ALL_TITLE = "Recent changes of every wiki"
+#: Node names of unknown wikis remembered; wiki IDs come from the network.
+_NODE_LIMIT = 10_000
 
 
 def publish_text(
     service: str, node: str, change: RecentChange, iq_id: str, sender: str | None = None
 ) -> str:
     """The publish IQ of one change, as text (pure)."""
-    sender_attr = f' from="{escape_attribute(sender)}"' if sender else ""
-    item_id = escape_attribute(xml_safe(change.stable_id))
-    return (
-        f'<iq type="set" to="{escape_attribute(service)}" id="{iq_id}"{sender_attr}>'
-        f'<pubsub xmlns="{PUBSUB_NS}"><publish node="{escape_attribute(node)}">'
-        f'<item id="{item_id}">{change_to_xml_text(change)}</item>'
-        "</publish></pubsub></iq>"
-    )
+    payload = change_to_xml_text(change)
+    return xep0060.publish_text(service, node, xml_safe(change.stable_id), payload, iq_id, sender)
+
+
+def node_name(template: str, wiki: str) -> str:
+    """The node a wiki's changes go to: the template, folded like room names (pure)."""
+    return template.format(wiki=wiki).lower()
 
 
 def node_config(
@@ -111,30 +120,26 @@ class PubSubStats:
     node_setups: int = 0
     node_setup_failures: int = 0
     requeued: int = 0
-
-
-class _IdPrefix(MatcherBase):
-    """Matches our publish answers (result or error) by their id."""
-
-    def match(self, stanza: Any) -> bool:
-        return bool(
-            stanza.name == "iq"
-            and stanza["type"] in ("result", "error")
-            and str(stanza["id"]).startswith(self._criteria)
-        )
+    #: Changes of unknown wikis whose node name is a known wiki's (or the all-wikis node).
+    refused_reserved: int = 0
 
 
 class PubSubPublisher:
+    """Publishes every routed change on its wiki's node and the all-wikis node; owns the
+    setup (and re-setup after a fresh session) of those nodes."""
+
     def __init__(
         self,
         settings: PubSubSettings,
-        sink: XmppSink,
+        session: Session,
+        outbox: Outbox,
         room_of: Callable[[str], RoomSpec],
     ) -> None:
         assert settings.service is not None  # the config requires it when enabled
         self.settings = settings
         self.service = settings.service
-        self.sink = sink
+        self.session = session
+        self.outbox = outbox
         self._room_of = room_of
         self.stats = PubSubStats()
         #: (node, change, attempts) waiting to be published.
@@ -144,22 +149,27 @@ class PubSubPublisher:
         self._ready: set[str] = set()
         self._wake = asyncio.Event()
         self._seq = 0
+        #: Our own pace, on top of the stream's shared budget (the outbox).
         self._pacer = Pacer(settings.max_per_second, 0.0)
         self._task: asyncio.Task[None] | None = None
+        #: wiki ID -> its node (known wikis, and unknown ones seen, up to a bound).
         self._nodes: dict[str, NodeSpec] = {}
+        #: The known wikis, and node name -> spec of every node the config owns: the
+        #: only spec such a node is ever configured with.
+        self._known: set[str] = set()
+        self._reserved: dict[str, NodeSpec] = {}
         self._to_prepare: dict[str, NodeSpec] = {}
         self._errors_log = RateLimitedLog(log)
+        self._refused_log = RateLimitedLog(log)
         self._all = (
             NodeSpec(settings.all_node, ALL_TITLE, "Every change of every public wiki, from xmlrc")
             if settings.all_node
             else None
         )
-        client = sink.client
-        client.register_plugin("xep_0060")
-        client.register_handler(
-            Callback("xmlrc pubsub answers", _IdPrefix(ID_PREFIX), self._on_answer)
-        )
-        client.add_event_handler("session_start", self._on_session_start)
+        if self._all is not None:
+            self._reserved[self._all.name] = self._all
+        xep0060.on_answers(session.client, ID_PREFIX, self._on_answer)
+        session.on_online(self._on_online)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -170,9 +180,12 @@ class PubSubPublisher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pubsub publisher")
 
     def prepare(self, wikis: Iterable[str]) -> None:
-        """Set up these wikis' nodes (and the all-wikis node) before their first change."""
+        """`wikis` are known: reserve their node names and set the nodes (and the all-wikis
+        node) up before their first change."""
         for wiki in wikis:
-            node = self._nodes.get(wiki) or self._node_for(wiki)
+            self._known.add(wiki)
+            self._nodes.pop(wiki, None)  # seen as unknown before? work it out as known
+            node = self._node_for(wiki)
             if node is not None:
                 self._to_prepare[node.name] = node
         if self._all is not None:
@@ -184,23 +197,29 @@ class PubSubPublisher:
         the access model) and apply them."""
         self._nodes.clear()
         self._ready.clear()
+        self._known.clear()
+        self._reserved = {self._all.name: self._all} if self._all is not None else {}
         self.prepare(wikis)
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Publish what is queued (while online, at most `timeout` s), then stop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (  # noqa: ASYNC110 - waits on the queue and the answers together
-            (self._queue or self._inflight)
-            and self._task is not None
-            and self.sink.online
-            and loop.time() < deadline
-        ):
-            await asyncio.sleep(0.02)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Publish what is queued (while online, at most `timeout` s), then stop. Never
+        raises."""
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while (  # noqa: ASYNC110 - waits on the queue and the answers together
+                (self._queue or self._inflight)
+                and self._task is not None
+                and not self._task.done()
+                and self.session.online
+                and loop.time() < deadline
+            ):
+                await asyncio.sleep(0.02)
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                self._task = None
 
     @property
     def pending(self) -> int:
@@ -227,18 +246,35 @@ class PubSubPublisher:
         self._queue.append((node, change, 0))
 
     def _node_for(self, wiki: str) -> NodeSpec | None:
+        """The node of `wiki`; None when it has none (its room is refused, or it is an
+        unknown wiki whose node name is reserved)."""
+        name = node_name(self.settings.node, wiki)
+        known = wiki in self._known
+        if not known and name in self._reserved:
+            # Wiki IDs are compared as the names they become: "SecretWiki" would publish
+            # to (and, after a fresh session, reconfigure) secretwiki's private node.
+            self.stats.refused_reserved += 1
+            self._refused_log.warning(
+                "refused a change of unknown wiki %r: its node %r is reserved", wiki[:60], name
+            )
+            return None
         try:
             room = self._room_of(wiki)
         except RoutingError:
             return None
-        name = self.settings.node.format(wiki=wiki).lower()
         spec = NodeSpec(
             name=name,
             title=room.title,
             description=room.description,
             members=tuple(room.members) if room.members_only else None,
         )
-        if len(self._nodes) < 10_000:  # wiki IDs come from the network
+        if known:
+            first = self._reserved.setdefault(name, spec)
+            if first != spec:  # two known wikis, one node: the stricter spec wins
+                log.error("pubsub node %r is the node of two known wikis", name)
+                spec = first if first.members is not None else spec
+                self._reserved[name] = spec
+        if known or len(self._nodes) < _NODE_LIMIT:
             self._nodes[wiki] = spec
         return spec
 
@@ -256,9 +292,11 @@ class PubSubPublisher:
 
     async def _publish_some(self) -> None:
         loop = asyncio.get_running_loop()
+        session = self.session
         while True:
             self._expire(loop.time())
-            if self._to_prepare and self.sink.online:
+            if self._to_prepare and session.online:
+                # Before any item: a fresh session sets every known node up again first.
                 name, node = next(iter(self._to_prepare.items()))
                 if name in self._ready or await self._setup(node):
                     self._to_prepare.pop(name, None)
@@ -270,9 +308,9 @@ class PubSubPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 5.0)
                 continue
-            if not self.sink.online:
+            if not session.online:
                 with contextlib.suppress(TimeoutError):
-                    await self.sink.wait_online(5.0)
+                    await session.wait_online(5.0)
                 continue
             node = self._queue[0][0]
             if node.name not in self._ready:
@@ -281,22 +319,26 @@ class PubSubPublisher:
                 continue
             batch: list[str] = []
             wait = 0.0
-            sender = self.sink.sender
+            sender = session.sender
             while (
                 self._queue
                 and len(self._inflight) < self.settings.window
                 and self._queue[0][0].name in self._ready
             ):
-                wait = self._pacer.delay(0, loop.time())
+                node, change, attempts = self._queue[0]
+                iq_id = f"{ID_PREFIX}{self._seq + 1}"
+                text = publish_text(self.service, node.name, change, iq_id, sender)
+                # Our own pace first, then the stream's shared budget. When the outbox
+                # says wait, our token was spent for nothing: a little under our rate.
+                wait = self._pacer.delay(0, loop.time()) or self.outbox.delay(len(text))
                 if wait:
                     break
-                node, change, attempts = self._queue.popleft()
+                self._queue.popleft()
                 self._seq += 1
-                iq_id = f"{ID_PREFIX}{self._seq}"
                 self._inflight[iq_id] = (node, change, attempts, loop.time())
-                batch.append(publish_text(self.service, node.name, change, iq_id, sender))
+                batch.append(text)
             if batch:
-                self.sink.client.send_texts(batch)
+                self.outbox.write(batch)
                 self.stats.published += len(batch)
             await asyncio.sleep(wait)
 
@@ -308,16 +350,15 @@ class PubSubPublisher:
             del self._inflight[iq_id]
             self.stats.errors["timeout"] += 1
 
-    def _on_answer(self, iq: Any) -> None:
-        entry = self._inflight.pop(str(iq["id"]), None)
+    def _on_answer(self, iq_id: str, condition: str | None) -> None:
+        entry = self._inflight.pop(iq_id, None)
         if entry is None:
             return
         self._wake.set()
-        if iq["type"] == "result":
+        if condition is None:
             self.stats.confirmed += 1
             return
         node, change, attempts, _sent = entry
-        condition = str(iq["error"]["condition"]) or "error"
         self.stats.errors[condition] += 1
         if condition == "item-not-found" and attempts == 0:
             # The node is gone (deleted by an admin, or a server without its store):
@@ -333,54 +374,47 @@ class PubSubPublisher:
             condition,
         )
 
-    def _on_session_start(self, _event: Any) -> None:
+    def _on_online(self, resumed: bool) -> None:
+        if resumed:
+            return  # the stream survived: what is in flight will be answered
         # A fresh session: what was in flight may never be answered; publish it again
-        # (the same item id replaces the item, so nothing is duplicated). Nodes are
-        # checked again too: the server may have lost them.
+        # (the same item id replaces the item, so nothing is duplicated). Every known
+        # node is set up again before any item (the server may have lost it, or someone
+        # may have reconfigured it meanwhile).
         for node, change, attempts, _sent in reversed(list(self._inflight.values())):
             self._queue.appendleft((node, change, attempts))
             self.stats.requeued += 1
         self._inflight.clear()
         self._ready.clear()
+        self._to_prepare.update(self._reserved)
         self._wake.set()
 
     # -- node setup --------------------------------------------------------------------------
 
     async def _setup(self, node: NodeSpec) -> bool:
         """Create (or reconfigure) `node`; True when it can take items."""
-        plugin = self.sink.client.plugin["xep_0060"]
-        service = JID(self.service)
-        ifrom = JID(self.sink.sender) if self.sink.sender else None
+        # A node the config owns is configured from the config's spec, whatever queued it.
+        node = self._reserved.get(node.name, node)
         whitelist = node.members is not None
         config = node_config(self.settings, node.title, node.description, whitelist=whitelist)
-        timeout = self.sink.settings.ping_timeout
         try:
-            try:
-                await plugin.create_node(
-                    service, node.name, config=self._form(config), ifrom=ifrom, timeout=timeout
-                )
-                created = True
-            except IqError as exc:
-                if exc.iq["error"]["condition"] != "conflict":
-                    raise
-                created = False
-                form = self._form(config)
-                form.add_field(var="FORM_TYPE", ftype="hidden", value=NODE_CONFIG_FORM)
-                await plugin.set_node_config(service, node.name, form, ifrom=ifrom, timeout=timeout)
-            if node.members:
-                members = [(member, "member") for member in node.members]
-                await plugin.modify_affiliations(
-                    service, node.name, members, ifrom=ifrom, timeout=timeout
-                )
-        except (IqError, IqTimeout) as exc:
+            created = await xep0060.prepare_node(
+                self.session.client,
+                self.service,
+                node.name,
+                config,
+                node.members or (),
+                ifrom=self.session.sender,
+                timeout=SETUP_TIMEOUT,
+            )
+        except xep0060.PubSubError as exc:
             self.stats.node_setup_failures += 1
-            reason = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
             log.warning(
                 "cannot set up pubsub node %s on %s: %s (is the bridge an admin of the "
                 "PubSub service?); retrying",
                 node.name,
                 self.service,
-                reason,
+                exc.condition,
             )
             return False
         self.stats.node_setups += 1
@@ -393,12 +427,6 @@ class PubSubPublisher:
             "whitelist" if whitelist else "open",
         )
         return True
-
-    def _form(self, values: dict[str, str]) -> Any:
-        form = self.sink.client.plugin["xep_0004"].make_form(ftype="submit")
-        for var, value in values.items():
-            form.add_field(var=var, value=value)
-        return form
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -421,6 +449,11 @@ class PubSubPublisher:
             f"{prefix}_dropped",
             "Changes never published: the PubSub queue was full.",
             value=stats.dropped_overflow,
+        )
+        yield CounterMetricFamily(
+            f"{prefix}_refused_reserved",
+            "Changes of unknown wikis refused: their node is a known wiki's (or the all-wikis).",
+            value=stats.refused_reserved,
         )
         yield CounterMetricFamily(
             f"{prefix}_node_setup_failures",
