@@ -6,7 +6,10 @@ runs dry the user goes into digest mode: changes are gathered (the first
 `digest_max_items` listed, the rest counted) and sent as one message
 `digest_interval` seconds after the first one, the batching the Wikimedia
 push service does. While a digest is pending, new changes join it, so they
-stay in order.
+stay in order. With `jitter`, each digest waits a uniformly random extra
+0 to `jitter` seconds (drawn from the injected `random`), as that service
+randomises its batch delay: when a digest arrives then says less about when
+the on-wiki actions in it happened.
 
 The volume limit: at most `daily_limit` changes a user in a rolling day
 (sent at once or listed in a digest). Past it changes are counted, not
@@ -16,6 +19,8 @@ day is over.
 
 from __future__ import annotations
 
+import random as _random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -24,6 +29,8 @@ T = TypeVar("T")
 DAY = 86400.0
 #: A token, less float rounding.
 _ONE = 1.0 - 1e-9
+#: The jitter's source: the OS's, so an observer cannot predict it from earlier digests.
+_system_random = _random.SystemRandom()
 
 
 @dataclass
@@ -70,9 +77,17 @@ class DeliveryLimiter(Generic[T]):
         digest_interval: float,
         digest_max_items: int,
         daily_limit: int,
+        *,
+        jitter: float = 0.0,
+        random: Callable[[], float] = _system_random.random,
     ) -> None:
         if rate_per_minute <= 0 or burst < 1 or digest_interval <= 0 or daily_limit < 1:
             raise ValueError("need rate > 0, burst >= 1, interval > 0, daily_limit >= 1")
+        if jitter < 0:
+            raise ValueError("need jitter >= 0")
+        self.jitter = jitter
+        #: A uniform draw in [0, 1).
+        self.random = random
         self.rate = rate_per_minute / 60.0
         self.burst = float(burst)
         self.interval = digest_interval
@@ -144,7 +159,10 @@ class DeliveryLimiter(Generic[T]):
         return len(self._pending)
 
     def _start(self, jid: str, now: float) -> Digest[T]:
-        digest: Digest[T] = Digest(jid=jid, started=now, due=now + self.interval)
+        delay = self.interval
+        if self.jitter:
+            delay += self.jitter * self.random()
+        digest: Digest[T] = Digest(jid=jid, started=now, due=now + delay)
         self._pending[jid] = digest
         return digest
 

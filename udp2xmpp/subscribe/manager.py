@@ -66,10 +66,13 @@ UNREACHABLE = frozenset(
 @dataclass(frozen=True, slots=True)
 class WikiAccess:
     """Who may watch a wiki: `allowed` False when the bridge does not carry it;
-    `members` the bare JIDs of a members-only wiki (None: anyone)."""
+    `members` the bare JIDs of a members-only wiki (None: anyone); `outsiders` what a
+    wiki nobody configured gets (True: unknown wikis are carried, so they may be
+    watched): a non-member of a private wiki is answered exactly that way."""
 
     allowed: bool = True
     members: frozenset[str] | None = None
+    outsiders: bool = False
 
 
 AccessFn = Callable[[str], WikiAccess]
@@ -115,6 +118,7 @@ class WatchManager:
             settings.digest_interval,
             settings.digest_max_items,
             settings.daily_limit,
+            jitter=settings.digest_jitter,
         )
         self.bounces = BounceCounter(settings.bounce_limit)
         self.command_limiter = SourceRateLimiter(
@@ -263,8 +267,13 @@ class WatchManager:
         if self._allowed_domains and domain not in self._allowed_domains:
             return f"Sorry: users of {domain} cannot subscribe here."
         access = self.access(target.wiki)
-        if not access.allowed or (access.members is not None and jid not in access.members):
-            # The same answer for both: a private wiki's name is not confirmed to outsiders.
+        allowed = access.allowed
+        if access.members is not None and jid not in access.members:
+            # An outsider is answered as for a made-up wiki, word for word (refused, or
+            # "OK" when unknown wikis are carried; nothing of the private wiki ever
+            # reaches it): a private wiki's existence is not confirmed to outsiders.
+            allowed = access.outsiders
+        if not allowed:
             return f"{target.wiki} is not a wiki you can watch here."
         mine = self.index.of(jid)
         if any(sub.target.key == target.key for sub in mine):

@@ -1,12 +1,15 @@
 """Personal watch over XMPP: commands in, notifications and digests out, bounces noticed.
 
-Runs on the bridge's own connection (`XmppSink.client`), so a person talks
-to the bridge's JID: in client mode its account (``rcbot@example.org``), in
-component mode ``bridge@rc.example.org`` (`XmppSettings.component_user`).
-Chat messages are commands (`commands`); the same commands are XEP-0050
-ad-hoc commands with forms (`adhoc`). Matching changes go out as chat
-messages through a bounded queue and the fast text path, paced; digests
-go out when they are due.
+Runs on the bridge's own stream (its `Session`), so a person talks to the
+bridge's JID: in client mode its account (``rcbot@example.org``), in
+component mode ``bridge@rc.example.org`` (`XmppSettings.component_user`,
+`Session.sender`). Chat messages are commands (`commands`); the same
+commands are XEP-0050 ad-hoc commands with forms (`adhoc`). Matching
+changes, digests and replies go out as ready-made text through one bounded
+queue, written through the stream's one `Outbox` (its shared budget) at our
+own extra pace; digests go out when they are due. The sender and digest
+loops are owned by a `Supervisor`: a failure is logged and the loop
+restarted, instead of no watcher ever getting a digest again.
 
 `SubscriptionService.open` takes the database lock and loads the
 subscriptions before the bridge connects, so a second bridge on the same
@@ -32,15 +35,15 @@ from slixmpp import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from xmlrc.tasks import Supervisor
 from xmlrc.wire import RecentChange
+from xmlrc.xmpp.outbox import Outbox, Pacer
 
 from ..config import RoomSettings, SubscriptionSettings
 from ..route import RoomSpec, Router, RoutingError
-from xmlrc.xmpp.outbox import Pacer
 from .adhoc import (
     COMMANDS_NS,
     NODES,
-    Session,
     Sessions,
     chosen_ids,
     command_element,
@@ -50,6 +53,7 @@ from .adhoc import (
     unwatch_form,
     watch_form,
 )
+from .adhoc import Session as CommandSession
 from .commands import CommandError, ListCommand
 from .limits import Digest
 from .manager import WatchManager, WikiAccess
@@ -57,7 +61,7 @@ from .messages import NOTIFY_PREFIX, chat_text, digest_body, digest_text, notifi
 from .store import SubscriptionStore
 
 if TYPE_CHECKING:
-    from ..sink.xmpp import XmppSink
+    from xmlrc.xmpp.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +80,28 @@ class ServiceStats:
     replies: int = 0
     dropped_overflow: int = 0
     adhoc: int = 0
+    #: Digests that could not be built (and were dropped), so the others still go.
+    digest_errors: int = 0
 
 
 class SubscriptionService:
+    """The watch service on the bridge's stream: takes commands (chat and ad-hoc), sends
+    notifications and digests, notices bounces; owns its sender and digest tasks."""
+
     def __init__(
         self,
         settings: SubscriptionSettings,
-        sink: XmppSink,
+        session: Session,
+        outbox: Outbox,
         router: Callable[[], Router],
         rooms: Callable[[], RoomSettings],
         *,
         clock: Callable[[], float] = time.time,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
-        self.sink = sink
+        self.session = session
+        self.outbox = outbox
         self._router = router
         self._rooms = rooms
         self.clock = clock
@@ -98,7 +110,9 @@ class SubscriptionService:
         self._queue: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._digest_wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or Supervisor()
+        self._running = False
+        self._stopped = False
         self._sessions = Sessions()
         self._pacer = Pacer(NOTIFY_STANZAS_PER_SECOND, NOTIFY_BYTES_PER_SECOND)
         self._seq = 0
@@ -119,15 +133,17 @@ class SubscriptionService:
         except BaseException:
             store.close()
             raise
-        client = self.sink.client
-        if not self.sink.component:
+        client = self.session.client
+        if not self.session.endpoint.component:
             # Accept presence subscriptions, so clients see the bridge's resource (ad-hoc
             # commands go to it), but do not ask for theirs: we need no one's presence.
             client.auto_authorize = True
             client.auto_subscribe = False
         client.add_event_handler("message", self._on_message)
         client.add_event_handler("message_error", self._on_message_error)
-        client.add_event_handler("session_start", self._on_session_start)
+        self.session.on_online(self._on_online)
+        if self.session.online:  # opened on a stream already up
+            self._on_online(False)
         client.register_handler(
             Callback(
                 "xmlrc ad-hoc commands",
@@ -139,29 +155,39 @@ class SubscriptionService:
         log.info("watch subscriptions: %d of %d users, from %s", len(index), index.jids, store.path)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._send_loop(), name="watch notifications"),
-            loop.create_task(self._digest_loop(), name="watch digests"),
-        ]
+        """Start the sender and digest loops (restarted when they fail)."""
+        self._running = True
+        self.supervisor.spawn(self._send_loop, "watch notifications")
+        self.supervisor.spawn(self._digest_loop, "watch digests")
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Send pending digests and what is queued (while online, at most `timeout` s), then
-        cancel the tasks and close the database."""
+        cancel the tasks and close the database. Never raises: a shutdown must finish."""
         manager = self.manager
+        try:
+            if manager is not None:
+                for digest in manager.limiter.flush_all():
+                    self._enqueue_digest(digest)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while (  # noqa: ASYNC110 - waits on the queue and the stream together
+                self._queue
+                and self._running
+                and len(self.supervisor)
+                and self.session.online
+                and loop.time() < deadline
+            ):
+                await asyncio.sleep(0.02)
+        except Exception:
+            log.exception("error while sending the last watch notifications")
+        self._running = False
+        self._stopped = True
+        await self.supervisor.close()
         if manager is not None:
-            for digest in manager.limiter.flush_all():
-                self._enqueue(self._digest_text(digest))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._queue and self._tasks and self.sink.online and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if manager is not None:
-            manager.store.close()
+            try:
+                manager.store.close()
+            except Exception:
+                log.exception("error while closing the subscriptions database")
             self.manager = None
 
     # -- the hot path -----------------------------------------------------------------------
@@ -195,32 +221,35 @@ class SubscriptionService:
             return item
         jid, change = item
         self.stats.notifications += 1
-        return notification_text(change, jid, self._next_id(NOTIFY_PREFIX), self.sink.sender)
+        return notification_text(change, jid, self._next_id(NOTIFY_PREFIX), self.session.sender)
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
+        session, outbox = self.session, self.outbox
         while True:
             if not queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self.sink.online:
+            if not session.online:
                 with contextlib.suppress(TimeoutError):
-                    await self.sink.wait_online(5.0)
+                    await session.wait_online(5.0)
                 continue
             batch: list[str] = []
             wait = 0.0
             while queue and len(batch) < _BATCH:
                 item = queue[0]
                 size = len(item) if isinstance(item, str) else 1500
-                wait = self._pacer.delay(size, loop.time())
+                # Our own pace first (a flood of notifications must not crowd the rooms
+                # out), then the stream's shared budget.
+                wait = self._pacer.delay(size, loop.time()) or outbox.delay(size)
                 if wait:
                     break
                 queue.popleft()
                 batch.append(self._render(item))
             if batch:
-                self.sink.client.send_texts(batch)
+                outbox.write(batch)
             await asyncio.sleep(wait)
 
     async def _digest_loop(self) -> None:
@@ -228,12 +257,22 @@ class SubscriptionService:
         assert manager is not None
         while True:
             for digest in manager.due_digests():
-                self._enqueue(self._digest_text(digest))
+                self._enqueue_digest(digest)
             self._digest_wake.clear()
             due = manager.limiter.next_due()
             timeout = None if due is None else max(0.0, due - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._digest_wake.wait(), timeout)
+
+    def _enqueue_digest(self, digest: Digest[RecentChange]) -> None:
+        """Queue one digest; one that cannot be built is logged and dropped, the rest go."""
+        try:
+            text = self._digest_text(digest)
+        except Exception:
+            self.stats.digest_errors += 1
+            log.exception("cannot build a digest of %d changes; dropped", digest.total)
+            return
+        self._enqueue(text)
 
     def _digest_text(self, digest: Digest[RecentChange]) -> str:
         self.stats.digests += 1
@@ -246,11 +285,11 @@ class SubscriptionService:
             daily_limit=self.settings.daily_limit,
         )
         msg_id = self._next_id(NOTIFY_PREFIX)
-        return digest_text(digest.items, body, digest.jid, msg_id, self.sink.sender)
+        return digest_text(digest.items, body, digest.jid, msg_id, self.session.sender)
 
     def _reply(self, to: str, body: str) -> None:
         self.stats.replies += 1
-        self._enqueue(chat_text(to, body, self._next_id("xmlrc-r"), self.sink.sender))
+        self._enqueue(chat_text(to, body, self._next_id("xmlrc-r"), self.session.sender))
 
     # -- who may watch what -------------------------------------------------------------------
 
@@ -258,22 +297,23 @@ class SubscriptionService:
         rooms = self._rooms()
         router = self._router()
         known = wiki in rooms.wikis or wiki in rooms.routing.wikis
-        if not known and router.unknown_wikis == "drop":
+        outsiders = router.unknown_wikis != "drop"  # what a made-up wiki gets
+        if not known and not outsiders:
             return WikiAccess(False)
         try:
             spec = router.wiki_room(wiki)
         except RoutingError:
             return WikiAccess(False)
-        return _access_of(spec)
+        return _access_of(spec, outsiders)
 
     # -- incoming ---------------------------------------------------------------------------
 
     def _own_bare(self) -> str:
-        return self.sink.sender or str(self.sink.client.boundjid.bare)
+        return self.session.sender or str(self.session.client.boundjid.bare)
 
     def _from_user(self, sender: Any, to: Any) -> str | None:
         """The bare JID of a person writing to us, or None for anything else."""
-        if self.sink.component and str(to.bare) != self.sink.sender:
+        if self.session.endpoint.component and str(to.bare) != self.session.sender:
             return None
         jid = str(sender.bare)
         if not sender.user or jid == self._own_bare():
@@ -301,10 +341,14 @@ class SubscriptionService:
             return
         manager.on_bounce(str(msg["from"].bare), str(msg["error"]["condition"]))
 
-    async def _on_session_start(self, _event: Any) -> None:
+    def _on_online(self, _resumed: bool) -> None:
+        if not self._stopped:
+            self.supervisor.spawn(self._announce, "watch commands disco", restart=False)
+
+    async def _announce(self) -> None:
         """Announce the ad-hoc commands (XEP-0030) on the JID we now have."""
-        client = self.sink.client
-        jid = JID(self.sink.sender or client.boundjid.full)
+        client = self.session.client
+        jid = JID(self.session.sender or client.boundjid.full)
         if jid.full in self._disco_done:
             return
         self._disco_done.add(jid.full)
@@ -383,13 +427,13 @@ class SubscriptionService:
             form = unwatch_form(subs)
         else:
             form = mute_form()
-        sid = self._sessions.open(Session(jid, node, now, offered))
+        sid = self._sessions.open(CommandSession(jid, node, now, offered))
         self._iq_result(iq, command_element(node, sid, "executing", form=form))
 
     def _iq_result(self, iq: Any, payload: ET.Element) -> None:
         reply = iq.reply(clear=True)
         reply.xml.append(payload)
-        reply.send()
+        self._enqueue(str(reply))  # through the outbox, like everything we write
 
     def _iq_error(self, iq: Any, condition: str, text: str, etype: str = "cancel") -> None:
         reply = iq.reply(clear=True)
@@ -397,7 +441,7 @@ class SubscriptionService:
         reply["error"]["type"] = etype
         reply["error"]["condition"] = condition
         reply["error"]["text"] = text
-        reply.send()
+        self._enqueue(str(reply))
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -472,7 +516,8 @@ def _may_watch(access: WikiAccess, jid: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _access_of(spec: RoomSpec) -> WikiAccess:
+def _access_of(spec: RoomSpec, outsiders: bool) -> WikiAccess:
     if not spec.members_only:
-        return WikiAccess()
-    return WikiAccess(members=frozenset(member.lower() for member in spec.members))
+        return WikiAccess(outsiders=outsiders)
+    members = frozenset(member.lower() for member in spec.members)
+    return WikiAccess(members=members, outsiders=outsiders)
