@@ -153,6 +153,9 @@ class SubscriptionSettings:
     #: Seconds between digest messages, and the changes one digest lists.
     digest_interval: float = 300.0
     digest_max_items: int = 50
+    #: At most this many seconds more, uniformly random, before each digest (0: none): so
+    #: a digest's time tells an observer less about when on-wiki actions happened.
+    digest_jitter: float = 0.0
     #: Changes a user gets per day; past it they are only counted.
     daily_limit: int = 1000
     #: Consecutive bounced notifications after which a JID's subscriptions are removed.
@@ -504,6 +507,9 @@ def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSetti
     def number(name: str, default: float, low: float) -> float:
         return reader.number(section, key + name, default, low=low)
 
+    jitter = number("digest_jitter", 0.0, 0.0)
+    if jitter > 86400:
+        raise ConfigError(f"{key}digest_jitter: at most 86400 seconds (a day), got {jitter:g}")
     return SubscriptionSettings(
         enabled=enabled,
         database=database,
@@ -517,6 +523,7 @@ def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSetti
         burst=count("burst", 10),
         digest_interval=number("digest_interval", 300.0, 0.1),
         digest_max_items=count("digest_max_items", 50),
+        digest_jitter=jitter,
         daily_limit=count("daily_limit", 1000),
         bounce_limit=count("bounce_limit", 3),
         command_rate_per_minute=number("command_rate_per_minute", 30.0, 0.01),
