@@ -1,7 +1,11 @@
-"""The bridge: UDP source -> decode -> route -> XMPP sink, and its counters.
+"""The bridge: UDP source -> decode -> route -> encode -> room sink, and its counters.
 
-Intake never waits on XMPP: a datagram is decoded, routed and queued in the
-same callback, so the kernel buffer is emptied as fast as datagrams arrive.
+Intake never waits on XMPP: a datagram is checked at the edge, decoded,
+routed, encoded once (the room-independent payload, whose size is checked
+against the server's stanza limit here) and queued, in the same callback,
+so the kernel buffer is emptied as fast as datagrams arrive. The XMPP
+stream (`xmlrc.xmpp.Session`) and its one paced writer (`Outbox`) are made
+here and shared by the room sink, the PubSub publisher and the watch service.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from xmlrc.wire import Rejection, decode_datagram
+from xmlrc.xmpp import Endpoint, Outbox, Session
 
 from .config import BridgeConfig
 from .httpd import OpsServer
 from .metrics import PublishMetrics, make_registry
 from .pubsub import PubSubPublisher
 from .route import Router, RoutingError, UnknownWikiError
-from .sink.xmpp import XmppSink
+from .sink.outgoing import Outgoing
+from .sink.rooms import RoomChannel, RoomSink
+from .sink.stanza import envelope_size, payload_text
+from .sink.xmpp import XmppLink
 from .source.edge import IN_PENALTY_BOX, EdgeGuard
 from .source.udp import UdpSource
 from .subscribe import SubscriptionService
@@ -35,6 +44,9 @@ class BridgeStats:
 
 
 class Bridge:
+    """One bridge: its sources, edge guard, router, XMPP session and room sink, and the
+    optional PubSub publisher, watch service and ops listener; `start` and `stop` them."""
+
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.stats = BridgeStats()
@@ -42,26 +54,70 @@ class Bridge:
         self.edge = EdgeGuard.from_settings(config.udp)
         self.publish_metrics = PublishMetrics()
         self.router = Router.from_settings(config.rooms)
-        self.sink = XmppSink(
-            config.xmpp,
-            config.rooms,
-            queue_size=config.delivery.queue_size,
-            max_stanzas_per_second=config.delivery.max_stanzas_per_second,
-            max_bytes_per_second=config.delivery.max_bytes_per_second,
-            max_unconfirmed=config.delivery.max_unconfirmed,
-            changes_per_stanza=config.delivery.changes_per_stanza,
-            on_published=self.publish_metrics.on_published,
+        xmpp, delivery = config.xmpp, config.delivery
+        component = xmpp.mode == "component"
+        self.session = Session(
+            Endpoint(
+                xmpp.jid,
+                xmpp.password,
+                xmpp.host,
+                xmpp.port,
+                xmpp.ca_file,
+                xmpp.verify_tls,
+                component=component,
+                component_user=xmpp.component_user,
+            ),
+            plugins=("xep_0030", "xep_0060"),
+            stream_management=not component,
+            keepalive=xmpp.self_ping_interval,
+            ping_timeout=xmpp.ping_timeout,
         )
+        if not component:
+            self.session.client.debounce_acks(0.05)
+        self.outbox = Outbox(
+            self.session.client, delivery.max_stanzas_per_second, delivery.max_bytes_per_second
+        )
+        self.sink = RoomSink(
+            XmppLink(
+                self.session,
+                self.outbox,
+                config.rooms.nick,
+                timeout=xmpp.ping_timeout,
+                max_in_flight=delivery.max_iq_in_flight,
+            ),
+            queue_size=delivery.queue_size,
+            max_queued_bytes=delivery.max_queued_bytes,
+            max_unconfirmed=delivery.max_unconfirmed,
+            changes_per_stanza=delivery.changes_per_stanza,
+            max_stanza_bytes=delivery.max_stanza_bytes,
+            self_ping_interval=xmpp.self_ping_interval,
+            dead_letter_file=delivery.dead_letter_file,
+            on_published=self.publish_metrics.on_published,
+            on_refused=self._on_room_refused,
+        )
+        #: Set when the bridge cannot keep its promises for a room the config names
+        #: (someone else owns it, it is not moderated...): the program then exits.
+        self.failure: str | None = None
+        self.failed = asyncio.Event()
         #: Personal watch lists ([subscriptions]) and PubSub nodes ([pubsub]); None when off.
         self.subscriptions = (
             SubscriptionService(
-                config.subscriptions, self.sink, lambda: self.router, lambda: self.config.rooms
+                config.subscriptions,
+                self.session,
+                self.outbox,
+                lambda: self.router,
+                lambda: self.config.rooms,
             )
             if config.subscriptions.enabled
             else None
         )
         self.pubsub = (
-            PubSubPublisher(config.pubsub, self.sink, lambda wiki: self.router.wiki_room(wiki))
+            PubSubPublisher(
+                config.pubsub,
+                self.session,
+                self.outbox,
+                lambda wiki: self.router.wiki_room(wiki),
+            )
             if config.pubsub.enabled
             else None
         )
@@ -88,7 +144,7 @@ class Bridge:
     async def start(self) -> None:
         if self.subscriptions is not None:
             self.subscriptions.open()  # the database lock first: one bridge per database
-        await self.sink.start()
+        await self.session.start()
         if self.subscriptions is not None:
             await self.subscriptions.start()
         if self.pubsub is not None:
@@ -120,9 +176,42 @@ class Bridge:
             if not isinstance(exc, UnknownWikiError):  # dropping those is what was asked
                 self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], exc)
             return
+        # Encoded once for all its rooms; whatever intake accepts can be published.
+        try:
+            encoded = payload_text(change)
+        except (ValueError, TypeError, RecursionError) as exc:
+            self.stats.rejected["unencodable"] += 1
+            self._bad_input_log.warning(
+                "dropped a change from %s: cannot encode it: %s", addr[0], exc
+            )
+            return
+        size = len(encoded) if encoded.isascii() else len(encoded.encode())
+        sender = self.sink.link.sender
+        longest = max((room.jid for room in rooms), key=len, default="")
+        if size + envelope_size(longest, change.stable_id, sender) > self.sink.max_stanza_bytes:
+            self.stats.rejected["stanza_too_large"] += 1
+            self._bad_input_log.warning(
+                "dropped %s from %s: its message would be about %d bytes, over "
+                "delivery.max_stanza_bytes",
+                change.stable_id,
+                addr[0],
+                size,
+            )
+            return
+        sink = self.sink
+        cap = self.config.rooms.max_unknown_rooms
+        for room in rooms:
+            if not sink.has_room(room.jid) and sink.dynamic_rooms >= cap:
+                self.stats.rejected["too_many_rooms"] += 1
+                self._bad_input_log.warning(
+                    "dropped %s: %d rooms are open for unknown wikis (rooms.max_unknown_rooms)",
+                    change.stable_id,
+                    cap,
+                )
+                return
         self.stats.accepted += 1
         for room in rooms:
-            self.sink.submit(room, change)
+            sink.submit(room, Outgoing(change, encoded, size))
         if self.subscriptions is not None:
             self.subscriptions.on_change(change)
         if self.pubsub is not None:
@@ -152,6 +241,7 @@ class Bridge:
             self.pubsub.reload((*config.rooms.wikis, *config.rooms.routing.wikis))
         for room in router.static_rooms:
             self.sink.open_room(room)
+            self.sink.reopen(room)  # a refused room gets another chance after a fix
         log.info(
             "reloaded routing from %s: %d rooms in the config, %d filtered, unknown wikis: %s",
             config.source,
@@ -160,19 +250,50 @@ class Bridge:
             router.unknown_wikis,
         )
 
+    def _on_room_refused(self, channel: RoomChannel) -> None:
+        if channel.static and self.failure is None:
+            self.failure = (
+                f"refusing to run: {channel.refused_detail}. Let only the bridge create rooms "
+                "on the MUC service (see the README), or remove the room, then start again"
+            )
+            log.critical("%s", self.failure)
+            self.failed.set()
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop intake, deliver what is queued (bounded by `drain_timeout`), disconnect."""
+        """Stop intake, deliver what is queued (bounded by `drain_timeout`), disconnect.
+
+        Never raises: each part is stopped even if another fails."""
+        steps: list[tuple[str, Any]] = []
         for source in self.sources:
             source.close()
         for source in self.sources:
-            await source.wait_closed()
-        if self.sink.pending and not await self.sink.drain(drain_timeout):
-            log.warning("stopping with %d changes undelivered", self.sink.pending)
+            steps.append(("a UDP source", source.wait_closed()))
+        await self._run_steps(steps)
+        try:
+            self.edge.close()  # writes the replay memory (udp.replay_state_file) one last time
+        except Exception:
+            log.exception("error while closing the edge")
+        try:
+            if self.sink.pending and not await self.sink.drain(drain_timeout):
+                log.warning("stopping with %d changes undelivered", self.sink.pending)
+        except Exception:
+            log.exception("error while draining")
+        steps = []
         if self.subscriptions is not None:
-            await self.subscriptions.stop(min(drain_timeout, 2.0))
+            steps.append(("the watch service", self.subscriptions.stop(min(drain_timeout, 2.0))))
         if self.pubsub is not None:
-            await self.pubsub.stop(min(drain_timeout, 2.0))
-        await self.sink.stop()
+            steps.append(("the PubSub publisher", self.pubsub.stop(min(drain_timeout, 2.0))))
+        steps.append(("the room sink", self.sink.stop()))
+        steps.append(("the XMPP session", self.session.stop()))
         if self.http is not None:
-            await self.http.stop()
+            steps.append(("the ops listener", self.http.stop()))
+        await self._run_steps(steps)
         self._stopped.set()
+
+    @staticmethod
+    async def _run_steps(steps: list[tuple[str, Any]]) -> None:
+        for name, step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("error while stopping %s", name)

@@ -99,8 +99,16 @@ async def run(config: BridgeConfig, config_path: str | None = None) -> int:
         return 1
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, _reload, bridge, config_path)
-    await stop.wait()
+    stopping = loop.create_task(stop.wait())
+    failing = loop.create_task(bridge.failed.wait())
+    await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopping, failing):
+        task.cancel()
+    await asyncio.gather(stopping, failing, return_exceptions=True)
     loop.remove_signal_handler(signal.SIGHUP)  # no reload while stopping
+    if bridge.failure is not None:  # a room the config names is not ours: say so, exit
+        await bridge.stop(drain_timeout=0)
+        return 1
     log.info("stopping: draining queues")
     await bridge.stop()
     log.info("stopped")

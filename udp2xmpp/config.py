@@ -93,12 +93,21 @@ class RoomSettings:
     wikis: tuple[str, ...] = ()
     #: Unknown-wiki policy, the all-wikis room, [wikis.NAME] overrides, filtered rooms.
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    #: Rooms the bridge creates for wikis the config does not name; past it their
+    #: changes are refused (too_many_rooms), so a sender inventing wiki IDs cannot
+    #: make the bridge open rooms without end.
+    max_unknown_rooms: int = 2000
 
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
+    """``[delivery]``: queues, pacing and the bounds that keep any input from
+    exhausting the bridge. Each default is stated here only."""
+
     #: Changes held per room while the server is away; past it the oldest are dropped.
     queue_size: int = 100_000
+    #: Every queue together, in bytes of encoded payload; past it new changes are refused.
+    max_queued_bytes: int = 256 * 1024 * 1024
     #: Global outbound limits, kept under the server's own throttling (0: no limit).
     max_stanzas_per_second: float = 2000.0
     max_bytes_per_second: float = 4_000_000.0
@@ -108,6 +117,15 @@ class DeliverySettings:
     #: Opt-in for very busy rooms: up to this many queued changes share one message
     #: (each keeps its own <rc>; rcclient still yields them one by one). 1: never.
     changes_per_stanza: int = 1
+    #: The largest message the bridge writes, escaping and both copies included; a
+    #: change that would make a larger one is refused at intake (stanza_too_large).
+    #: Below the server's limit: Prosody closes a c2s stream past 256 KiB.
+    max_stanza_bytes: int = 192 * 1024
+    #: Room entries (join, configure, verify) and self-pings in flight at once.
+    max_iq_in_flight: int = 64
+    #: Where changes set aside after two connection losses in a row are appended
+    #: (JSON lines, to replay by hand); None: logged and counted only.
+    dead_letter_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,31 +326,17 @@ def parse_config(
         description=room_description,
         wikis=known_wikis,
         routing=routing,
+        max_unknown_rooms=reader.integer(
+            rooms, "rooms.max_unknown_rooms", _default(RoomSettings, "max_unknown_rooms"), low=0
+        ),
     )
     reader.no_unknown(
-        rooms, "rooms", {"service", "room", "nick", "description", "wikis"} | ROOMS_KEYS
+        rooms,
+        "rooms",
+        {"service", "room", "nick", "description", "wikis", "max_unknown_rooms"} | ROOMS_KEYS,
     )
 
-    delivery = reader.section("delivery", required=False)
-    delivery_settings = DeliverySettings(
-        queue_size=reader.integer(delivery, "delivery.queue_size", 100_000, low=1),
-        max_stanzas_per_second=reader.number(
-            delivery, "delivery.max_stanzas_per_second", 2000.0, low=0.0
-        ),
-        max_bytes_per_second=reader.number(
-            delivery, "delivery.max_bytes_per_second", 4_000_000.0, low=0.0
-        ),
-        max_unconfirmed=reader.integer(delivery, "delivery.max_unconfirmed", 1000, low=1),
-        changes_per_stanza=reader.integer(
-            delivery, "delivery.changes_per_stanza", 1, low=1, high=100
-        ),
-    )
-    reader.no_unknown(
-        delivery,
-        "delivery",
-        {"queue_size", "max_stanzas_per_second", "max_bytes_per_second", "max_unconfirmed"}
-        | {"changes_per_stanza"},
-    )
+    delivery_settings = _delivery_settings(reader, base_dir)
     return BridgeConfig(
         xmpp=xmpp_settings,
         udp=udp_settings,
@@ -444,6 +448,39 @@ def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | N
             f"{where}: the secret is too short (16 bytes at least; try: openssl rand -hex 32)"
         )
     return value
+
+
+def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
+    delivery = reader.section("delivery", required=False)
+    d = DeliverySettings()  # the defaults, stated once in the dataclass
+    dead_letter = reader.opt_text(delivery, "delivery.dead_letter_file")
+    settings = DeliverySettings(
+        queue_size=reader.integer(delivery, "delivery.queue_size", d.queue_size, low=1),
+        max_queued_bytes=reader.integer(
+            delivery, "delivery.max_queued_bytes", d.max_queued_bytes, low=1024 * 1024
+        ),
+        max_stanzas_per_second=reader.number(
+            delivery, "delivery.max_stanzas_per_second", d.max_stanzas_per_second, low=0.0
+        ),
+        max_bytes_per_second=reader.number(
+            delivery, "delivery.max_bytes_per_second", d.max_bytes_per_second, low=0.0
+        ),
+        max_unconfirmed=reader.integer(
+            delivery, "delivery.max_unconfirmed", d.max_unconfirmed, low=1
+        ),
+        changes_per_stanza=reader.integer(
+            delivery, "delivery.changes_per_stanza", d.changes_per_stanza, low=1, high=100
+        ),
+        max_stanza_bytes=reader.integer(
+            delivery, "delivery.max_stanza_bytes", d.max_stanza_bytes, low=16384, high=1 << 24
+        ),
+        max_iq_in_flight=reader.integer(
+            delivery, "delivery.max_iq_in_flight", d.max_iq_in_flight, low=1, high=10_000
+        ),
+        dead_letter_file=str((base_dir / dead_letter).resolve()) if dead_letter else None,
+    )
+    reader.no_unknown(delivery, "delivery", {f.name for f in fields(DeliverySettings)})
+    return settings
 
 
 def _http_settings(reader: _Reader) -> HttpSettings:
@@ -611,6 +648,11 @@ def _password(reader: _Reader, xmpp: dict[str, Any], base_dir: Path) -> str:
             f"xmpp.password: not set (give password, password_file, or the {env_name} variable)"
         )
     return value
+
+
+def _default(cls: type, name: str) -> Any:
+    """A settings field's default, as its dataclass states it (the one place it is said)."""
+    return cls.__dataclass_fields__[name].default  # type: ignore[attr-defined]
 
 
 class _Reader:

@@ -33,6 +33,9 @@ from .route import RoutingError, UnknownWikiError
 if TYPE_CHECKING:
     from .bridge import Bridge
 
+#: The bridge's own intake reasons (kept here, not imported: bridge imports this module).
+INTAKE_REASONS = ("unencodable", "stanza_too_large", "too_many_rooms")
+
 #: Upper bounds (seconds) of the publish delay histogram. Wiki timestamps have
 #: one-second resolution, so the finest buckets mostly show clock skew.
 DELAY_BUCKETS: tuple[float, ...] = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600)
@@ -46,6 +49,7 @@ _SINK_HELP = {
     "join_failures": "Failed attempts to join a room.",
     "connections": "XMPP sessions established.",
     "self_ping_failures": "Room self-pings (XEP-0410) that failed.",
+    "nick_conflicts": "Rooms where another occupant held the bridge's nick (impersonation?).",
 }
 
 
@@ -120,6 +124,7 @@ class BridgeCollector(Collector):
         )
         reasons = dict.fromkeys((r.value for r in RejectReason), 0)
         reasons.update(dict.fromkeys((RoutingError.reason, UnknownWikiError.reason), 0))
+        reasons.update(dict.fromkeys(INTAKE_REASONS, 0))
         reasons.update(stats.rejected)
         for reason, count in sorted(reasons.items()):
             rejected.add_metric([reason], count)
@@ -162,6 +167,24 @@ class BridgeCollector(Collector):
         for room, count in sorted(sink.queue_depths().items()):
             depth.add_metric([room], count)
         yield depth
+        refused = GaugeMetricFamily(
+            f"{_PREFIX}_rooms_refused",
+            "Rooms the bridge will not publish in, by reason: not its owner, not configured "
+            "as required (moderated, members-only), or its nick held by another occupant.",
+            labels=["reason"],
+        )
+        refusals = dict.fromkeys(("not_owner", "misconfigured", "nick_taken"), 0)
+        for reason in sink.refused_rooms().values():
+            refusals[reason] = refusals.get(reason, 0) + 1
+        for reason, count in sorted(refusals.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_queued_bytes",
+            "Bytes of encoded changes queued or unconfirmed, all rooms (bounded by "
+            "delivery.max_queued_bytes).",
+            value=sink.queued_bytes,
+        )
         yield GaugeMetricFamily(
             f"{_PREFIX}_pending_changes",
             "Changes queued, or sent and not yet confirmed by the server, in all rooms.",
@@ -178,7 +201,7 @@ class BridgeCollector(Collector):
             "1 while the bridge has a working XMPP session, else 0.",
             value=1 if sink.online else 0,
         )
-        current = getattr(sink, "state", "online" if sink.online else "disconnected")
+        current = bridge.session.state
         state = GaugeMetricFamily(
             f"{_PREFIX}_xmpp_state",
             "The XMPP connection state: 1 for the current one.",

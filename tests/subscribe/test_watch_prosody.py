@@ -127,7 +127,7 @@ async def test_a_person_watches_by_ad_hoc_command(people: ProsodyServer, tmp_pat
         async with Person(people, "bob", "bobpass") as bob:
             adhoc = bob.client.plugin["xep_0050"]
             forms = bob.client.plugin["xep_0004"]
-            bridge_jid = bridge.sink.client.boundjid.full  # clients learn it from presence
+            bridge_jid = bridge.session.client.boundjid.full  # clients learn it from presence
             items = await bob.client.plugin["xep_0030"].get_items(
                 jid=bridge_jid, node=COMMANDS, timeout=10
             )

@@ -262,7 +262,7 @@ async def test_stream_management_counts_the_fast_path(
     room = f"smwiki@{prosody.muc_domain}"
     try:
         await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the room")
-        sm = bridge.sink.client.plugin["xep_0198"]
+        sm = bridge.session.client.plugin["xep_0198"]
         assert sm.enabled_out and sm.enabled_in
         await stream(bridge, "smwiki", range(1, 301), per_second=1000)
         await wait_for(lambda: bridge.sink.stats.confirmed == 300, 30, "confirmation")
@@ -330,7 +330,7 @@ async def test_several_changes_per_stanza_still_reach_clients_one_by_one(
         await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the room")
         await plain.plugin["xep_0045"].join_muc_wait(slixmpp.JID(room), "plain", maxstanzas=0)
         async with reader(prosody, [room]) as client:
-            bridge.sink.client.abort()  # while it reconnects, a backlog builds up
+            bridge.session.client.abort()  # while it reconnects, a backlog builds up
             await wait_for(lambda: not bridge.sink.online, 20, "the disconnect")
             await stream(bridge, "batchwiki", range(1, 301), per_second=2000)
             got = await collect(client, 300, timeout=60)

@@ -37,20 +37,50 @@ def build_message(
     return message
 
 
-def message_text(change: RecentChange, room: str, sender: str | None = None) -> str:
-    """The same message serialised directly: the bridge's hot path.
+def payload_text(change: RecentChange) -> str:
+    """The part of a change's message that does not depend on the room: ``<body>`` and
+    ``<rc>``, escaped. Built once at intake (its size is checked there) and shared by
+    every room the change goes to."""
+    return (
+        f"<body>{escape_text(xml_safe(change_to_line(change)))}</body>{change_to_xml_text(change)}"
+    )
 
-    No namespace on ``<message>`` and ``<body>``: they take the stream's
-    (``jabber:client``, or ``jabber:component:accept`` for a component).
-    """
-    stable_id = escape_attribute(xml_safe(change.stable_id))
+
+def envelope_size(room: str, stable_id: str, sender: str | None) -> int:
+    """An upper bound on the UTF-8 bytes a message adds around its payloads (pure)."""
+    # The id twice (message and origin-id), escaping at most 6x, 4 bytes a character.
+    return 160 + 6 * 4 * (len(room) + 2 * len(stable_id) + len(sender or ""))
+
+
+def message_around(
+    payloads: list[str], stable_ids: list[str], room: str, sender: str | None = None
+) -> str:
+    """One message to `room` around ready-made payloads (one per change; several for the
+    opt-in batching). A message with several changes has the id ``first-id+count`` and
+    one IRC-style body line per change, each change keeping its own ``<rc>``."""
+    if len(payloads) == 1:
+        message_id = stable_ids[0]
+        inner = payloads[0]
+    else:
+        message_id = f"{stable_ids[0]}+{len(payloads)}"
+        bodies, rcs = [], []
+        for payload in payloads:
+            body, _, rc = payload.partition("</body>")
+            bodies.append(body.removeprefix("<body>"))
+            rcs.append(rc)
+        inner = "<body>" + "\n".join(bodies) + "</body>" + "".join(rcs)
+    escaped_id = escape_attribute(xml_safe(message_id))
     sender_attr = f' from="{escape_attribute(sender)}"' if sender is not None else ""
     return (
-        f'<message to="{escape_attribute(room)}" type="groupchat" id="{stable_id}"{sender_attr}>'
-        f"<body>{escape_text(xml_safe(change_to_line(change)))}</body>"
-        f"{change_to_xml_text(change)}"
-        f'<origin-id xmlns="{SID_NS}" id="{stable_id}"/></message>'
+        f'<message to="{escape_attribute(room)}" type="groupchat" id="{escaped_id}"{sender_attr}>'
+        f'{inner}<origin-id xmlns="{SID_NS}" id="{escaped_id}"/></message>'
     )
+
+
+def message_text(change: RecentChange, room: str, sender: str | None = None) -> str:
+    """The message for one change, serialised directly (no namespace on ``<message>`` and
+    ``<body>``: they take the stream's, ``jabber:client`` or ``jabber:component:accept``)."""
+    return message_around([payload_text(change)], [change.stable_id], room, sender)
 
 
 def batch_id(changes: list[RecentChange]) -> str:
@@ -59,19 +89,7 @@ def batch_id(changes: list[RecentChange]) -> str:
 
 
 def messages_text(changes: list[RecentChange], room: str, sender: str | None = None) -> str:
-    """One message carrying several changes (the opt-in for very busy rooms).
-
-    The body has one IRC-style line per change; each change has its own
-    ``<rc>`` (with its own stable id), so clients still see separate events.
-    """
-    if len(changes) == 1:
-        return message_text(changes[0], room, sender)
-    stable_id = escape_attribute(xml_safe(batch_id(changes)))
-    sender_attr = f' from="{escape_attribute(sender)}"' if sender is not None else ""
-    lines = "\n".join(escape_text(xml_safe(change_to_line(c))) for c in changes)
-    payloads = "".join(change_to_xml_text(c) for c in changes)
-    return (
-        f'<message to="{escape_attribute(room)}" type="groupchat" id="{stable_id}"{sender_attr}>'
-        f"<body>{lines}</body>{payloads}"
-        f'<origin-id xmlns="{SID_NS}" id="{stable_id}"/></message>'
+    """One message carrying several changes (the opt-in for very busy rooms)."""
+    return message_around(
+        [payload_text(c) for c in changes], [c.stable_id for c in changes], room, sender
     )
