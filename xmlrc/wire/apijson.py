@@ -52,10 +52,10 @@ def change_from_api(item: Any, site: Site) -> RecentChange:
         patrolled = False
     else:
         patrolled = None
-    return RecentChange(
+    change = RecentChange(
         wiki=site.wiki,
         type=coerce.change_type(get("type")),
-        ns=coerce.req_int(get("ns"), "ns"),
+        ns=coerce.namespace(get("ns"), "ns"),
         title=coerce.req_str(get("title"), "title"),
         timestamp=coerce.iso_time(get("timestamp")),
         user=coerce.opt_str(get("user"), "user") or "",
@@ -84,6 +84,7 @@ def change_from_api(item: Any, site: Site) -> RecentChange:
         server_name=site.server_name,
         server_script_path=site.server_script_path,
     )
+    return coerce.checked(change)
 
 
 # -- polling: siteinfo, query parameters and the resume point (pure) ----------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
-from . import jsonfeed, mwxml, rcxml
+from . import coerce, jsonfeed, mwxml, rcxml
 from .errors import DecodeError, Rejection, RejectReason
 from .model import RecentChange
 from .safexml import parse_untrusted
@@ -26,17 +26,8 @@ from .safexml import parse_untrusted
 MAX_DATAGRAM = 65507
 _MAX_PREFIX = 64
 
-#: Longest text accepted per field, in characters. MediaWiki's own limits are
-#: 255 bytes for titles and user names and 500 characters for comments; these
-#: leave room for other wikis while keeping one datagram from making a stanza
-#: large enough to annoy a server or flood a room.
-FIELD_LIMITS = {
-    "title": 1024,
-    "user": 1024,
-    "comment": 4000,
-    "parsedcomment": 16000,
-    "log_action_comment": 16000,
-}
+#: Longest text accepted per field (enforced by every decoder: `coerce.checked`).
+FIELD_LIMITS = coerce.FIELD_LIMITS
 
 
 class DatagramFormat(StrEnum):
@@ -67,24 +58,16 @@ def _decode(data: bytes, max_bytes: int) -> RecentChange:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(RejectReason.BAD_ENCODING, str(exc)[:200]) from None
-        return _within_limits(jsonfeed.change_from_json_bytes(text))
+        return jsonfeed.change_from_json_bytes(text)
     if first == b"<":
         root = parse_untrusted(payload)
         tag = root.tag if isinstance(root.tag, str) else ""
         if tag in ("rc", rcxml.RC_TAG):
-            return _within_limits(rcxml.change_from_element(root))
+            return rcxml.change_from_element(root)
         if tag == "recentchange":
-            return _within_limits(mwxml.change_from_recentchange(root))
+            return mwxml.change_from_recentchange(root)
         raise DecodeError(RejectReason.UNKNOWN_FORMAT, f"unknown root element <{tag[:40]}>")
     raise DecodeError(RejectReason.UNKNOWN_FORMAT, "neither JSON nor XML")
-
-
-def _within_limits(change: RecentChange) -> RecentChange:
-    for name, limit in FIELD_LIMITS.items():
-        value = getattr(change, name)
-        if value is not None and len(value) > limit:
-            raise DecodeError(RejectReason.BAD_FIELD, f"{name}: longer than {limit} characters")
-    return change
 
 
 def strip_line_prefix(payload: bytes) -> bytes:

@@ -9,8 +9,16 @@ Existing IRC-feed line parsers and plain XMPP clients read it unchanged:
 from __future__ import annotations
 
 import html
+import re
 
 from .model import RecentChange
+
+# Embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a title
+# or user name they would reorder the rest of the line as a reader sees it.
+# MediaWiki strips the first five from titles and refuses them in new user
+# names; the line drops all nine from those positions. ``<rc>`` stays exact,
+# and the comment keeps them: it ends the line, so it can reorder only itself.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def change_to_line(change: RecentChange, *, interwiki_prefix: str | None = None) -> str:
@@ -33,7 +41,8 @@ def change_to_line(change: RecentChange, *, interwiki_prefix: str | None = None)
         size = f"(+{delta})" if delta >= 0 else f"({delta})"
     shown = f"{interwiki_prefix}:{title}" if interwiki_prefix else title
     return (
-        f"[[{_cleanup(shown)}]] {flag} {url} * {_cleanup(change.user)} * {size} {_cleanup(comment)}"
+        f"[[{_unbidi(_cleanup(shown))}]] {_unbidi(flag)} {url} * {_unbidi(_cleanup(change.user))}"
+        f" * {size} {_cleanup(comment)}"
     )
 
 
@@ -64,3 +73,9 @@ def _feed_url(change: RecentChange) -> str:
 def _cleanup(text: str) -> str:
     # As MediaWiki's cleanupForIRC: decode character references, flatten newlines.
     return html.unescape(text).replace("\n", " ").replace("\r", "")
+
+
+def _unbidi(text: str) -> str:
+    if text.isascii():  # nearly every title and user name
+        return text
+    return _BIDI_CONTROLS.sub("", text)

@@ -36,10 +36,10 @@ def change_from_json(data: Any) -> RecentChange:
     change_type = coerce.change_type(get("type"))
     user = coerce.req_str(get("user"), "user")
     anon = coerce.json_bool(get("anon"), "anon")
-    return RecentChange(
+    change = RecentChange(
         wiki=wiki,
         type=change_type,
-        ns=coerce.req_int(get("namespace"), "namespace"),
+        ns=coerce.namespace(get("namespace"), "namespace"),
         title=coerce.req_str(get("title"), "title"),
         timestamp=coerce.unix_time(_required(data, "timestamp")),
         user=user,
@@ -70,14 +70,12 @@ def change_from_json(data: Any) -> RecentChange:
         server_name=coerce.opt_str(get("server_name"), "server_name"),
         server_script_path=coerce.opt_str(get("server_script_path"), "server_script_path"),
     )
+    return coerce.checked(change)
 
 
 def change_from_json_bytes(data: bytes | str) -> RecentChange:
-    try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise DecodeError(RejectReason.BAD_JSON, str(exc)[:200]) from None
-    return change_from_json(parsed)
+    """Decode JSON text; duplicate keys and NaN/Infinity are refused (`BAD_JSON`)."""
+    return change_from_json(coerce.strict_json(data))
 
 
 def change_to_json(change: RecentChange, *, meta: bool = True) -> dict[str, Any]:
@@ -141,6 +139,7 @@ def change_to_json(change: RecentChange, *, meta: bool = True) -> dict[str, Any]
 
 
 def change_to_json_bytes(change: RecentChange, *, meta: bool = True) -> bytes:
+    """`change_to_json` as UTF-8 JSON text."""
     return json.dumps(change_to_json(change, meta=meta), ensure_ascii=False).encode()
 
 

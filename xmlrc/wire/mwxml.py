@@ -22,6 +22,7 @@ from .safexml import xml_safe
 
 
 def change_from_recentchange(element: Any) -> RecentChange:
+    """Decode MediaWiki's ``<recentchange>`` element into a change."""
     if element.tag != "recentchange":
         raise DecodeError(RejectReason.UNKNOWN_FORMAT, f"root is <{element.tag}>")
     attrib = element.attrib
@@ -40,10 +41,10 @@ def change_from_recentchange(element: Any) -> RecentChange:
     change_type = coerce.change_type(get("type"))
     is_log = change_type == "log"
     user = coerce.req_str(get("user"), "user")
-    return RecentChange(
+    change = RecentChange(
         wiki=wiki,
         type=change_type,
-        ns=coerce.req_int(get("namespace"), "namespace"),
+        ns=coerce.namespace(get("namespace"), "namespace"),
         title=coerce.req_str(get("title"), "title"),
         timestamp=coerce.unix_time(coerce.req_str(get("timestamp"), "timestamp")),
         user=user,
@@ -66,6 +67,7 @@ def change_from_recentchange(element: Any) -> RecentChange:
         server_name=get("server_name"),
         server_script_path=get("server_script_path"),
     )
+    return coerce.checked(change, from_xml=True)
 
 
 def change_to_recentchange(change: RecentChange) -> bytes:

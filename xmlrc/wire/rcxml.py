@@ -81,7 +81,8 @@ def rc_attributes(change: RecentChange) -> dict[str, str]:
     return attrs
 
 
-def _logparams_text(change: RecentChange) -> str:
+def logparams_text(change: RecentChange) -> str:
+    """The JSON text of the log parameters, as ``<logparams>`` holds it (unescaped)."""
     return xml_safe(json.dumps(change.logparams, ensure_ascii=False))
 
 
@@ -100,7 +101,7 @@ def change_to_element(
         root.append(tags)
     if change.logparams is not None:
         params = factory(f"{prefix}logparams", {})
-        params.text = _logparams_text(change)
+        params.text = logparams_text(change)
         root.append(params)
     return root
 
@@ -156,7 +157,7 @@ def change_to_xml_text(change: RecentChange, *, namespace: str | None = NAMESPAC
         parts.extend(f"<tag>{escape_text(xml_safe(tag))}</tag>" for tag in change.tags)
         parts.append("</tags>")
     if change.logparams is not None:
-        parts.append(f"<logparams>{escape_text(_logparams_text(change))}</logparams>")
+        parts.append(f"<logparams>{escape_text(logparams_text(change))}</logparams>")
     parts.append("</rc>")
     return "".join(parts)
 
@@ -190,10 +191,10 @@ def change_from_element(element: Any) -> RecentChange:
         patrolled = None
     wiki = coerce.wiki_id(get("wikiid"), "wikiid")
     change_type = coerce.change_type(get("type"))
-    return RecentChange(
+    change = RecentChange(
         wiki=wiki,
         type=change_type,
-        ns=coerce.req_int(get("ns"), "ns"),
+        ns=coerce.namespace(get("ns"), "ns"),
         title=coerce.req_str(get("title"), "title"),
         timestamp=coerce.iso_time(get("timestamp")),
         user=get("user") or "",
@@ -205,15 +206,16 @@ def change_from_element(element: Any) -> RecentChange:
         **strs,
         **flags,
     )
+    return coerce.checked(change, from_xml=True)
 
 
 def _read_logparams(element: Any) -> Any:
     text = (element.text or "").strip()
     if text and len(element) == 0 and not element.attrib:
         try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
-            raise coerce.bad("logparams", "not JSON") from None
+            return coerce.strict_json(text)
+        except DecodeError as exc:  # duplicate keys and NaN too: we could not send them on
+            raise coerce.bad("logparams", f"not JSON: {exc.detail}") from None
     return flattened_xml_to_json(element)
 
 
