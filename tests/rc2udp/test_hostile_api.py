@@ -258,6 +258,32 @@ async def test_a_same_origin_redirect_is_followed_a_bounded_number_of_times() ->
     assert len(recorder.requests) == 4  # the request and 3 redirects, not retried
 
 
+async def test_a_same_origin_redirect_of_a_post_keeps_its_body_or_is_refused() -> None:
+    recorder = Recorder()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await recorder.note(request)
+        if request.path == "/temporary/api.php":
+            raise web.HTTPTemporaryRedirect("/w/api.php")  # 307: method and body kept
+        if request.path == "/found/api.php":
+            raise web.HTTPFound("/w/api.php")  # 302: a client would drop the body
+        return web.json_response({"edit": {"result": "Success"}})
+
+    async with serving(handle) as origin:
+        async with client(f"{origin}/temporary/api.php") as wiki:
+            await wiki.post({"action": "edit", "title": "T"})
+        assert [(r.method, r.path, r.params.get("title")) for r in recorder.requests] == [
+            ("POST", "/temporary/api.php", "T"),
+            ("POST", "/w/api.php", "T"),
+        ]
+        recorder.requests.clear()
+        async with client(f"{origin}/found/api.php") as wiki:
+            with pytest.raises(ApiError) as caught:
+                await wiki.post({"action": "edit", "title": "T"})
+    assert caught.value.code == "redirect" and "HTTP 302" in str(caught.value)
+    assert [r.path for r in recorder.requests] == ["/found/api.php"]
+
+
 # -- continuation ------------------------------------------------------------------------
 
 
