@@ -78,7 +78,12 @@ Component "conference.example.org" "muc"
 		"muc_mam";      -- XEP-0313 room archives: readers catch up on what they missed
 		"muc_unique";   -- unique room names for clients that ask
 	}
-	restrict_room_creation = "local"  -- only accounts of example.org (the bridge) create rooms
+	-- Only the bridge creates rooms. ("local" would let EVERY account of example.org
+	-- create one, and a room created first by someone else is theirs: unmoderated,
+	-- anyone could post forged changes there. The bridge refuses such a room.)
+	-- Admins of this component may create rooms and own every room on it.
+	restrict_room_creation = true
+	admins = { "rcbot@example.org" }
 	muc_room_locking = false          -- a created room is usable at once (the bridge configures it)
 	muc_room_default_persistent = true
 	muc_room_default_public = true

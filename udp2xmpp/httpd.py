@@ -45,16 +45,22 @@ _ACCEPT_ERROR = "socket.accept() out of system resource"
 
 
 def health(bridge: Bridge) -> tuple[bool, dict[str, Any]]:
-    """Whether the bridge is doing its job, and the details /healthz shows."""
+    """Whether the bridge is doing its job, and the details /healthz shows.
+
+    ``degraded`` (503 too): connected, but some room is refused (not the bridge's,
+    not configured as required, or its nick taken), so changes for it are dropped.
+    """
     sink = bridge.sink
     listening = [source for source in bridge.sources if source.listening]
-    healthy = sink.online and bool(listening) and len(listening) == len(bridge.sources)
-    state = getattr(sink, "state", "online" if sink.online else "disconnected")
-    return healthy, {
-        "status": "ok" if healthy else "unavailable",
-        "xmpp": state,
+    up = sink.online and bool(listening) and len(listening) == len(bridge.sources)
+    refused = sink.refused_rooms()
+    status = "unavailable" if not up else ("degraded" if refused else "ok")
+    return status == "ok", {
+        "status": status,
+        "xmpp": bridge.session.state,
         "udp": [_hostport(source.host, source.port) for source in listening],
         "rooms": len(sink.joined_rooms()),
+        "refused_rooms": refused,
         "pending": sink.pending,
     }
 
