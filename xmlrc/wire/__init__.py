@@ -7,6 +7,7 @@
 - `mwxml`: MediaWiki's ``XMLRCFeedFormatter``.
 - `apijson`: the action API's ``list=recentchanges`` JSON.
 - `ircline`: the readable ``<body>`` line.
+- `size`: the exact size of a change's room message, and the worst case the limits allow.
 - `signing`: signed datagrams (HMAC-SHA256, time, replay memory).
 """
 
@@ -17,6 +18,7 @@ from .jsonfeed import change_from_json, change_to_json
 from .model import RecentChange
 from .rcxml import NAMESPACE, change_from_element, change_to_element, change_to_xml
 from .signing import SignatureChecker, sign, verify
+from .size import encoded_size
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -35,6 +37,7 @@ __all__ = [
     "change_to_xml",
     "decode_datagram",
     "encode_datagram",
+    "encoded_size",
     "sign",
     "verify",
 ]

@@ -113,7 +113,8 @@ def change_to_json(change: RecentChange, *, meta: bool = True) -> dict[str, Any]
         out["length"] = {"old": change.oldlen, "new": change.newlen}
     if not change.is_log or change.revid is not None or change.old_revid is not None:
         out["revision"] = {"old": change.old_revid, "new": change.revid}
-    if change.is_log or change.logid is not None:
+    # A log's fields; also any a decoder found on another type, or they would be lost.
+    if change.is_log or _has_log_fields(change):
         out["log_id"] = change.logid
         out["log_type"] = change.logtype
         out["log_action"] = change.logaction
@@ -141,6 +142,16 @@ def change_to_json(change: RecentChange, *, meta: bool = True) -> dict[str, Any]
 def change_to_json_bytes(change: RecentChange, *, meta: bool = True) -> bytes:
     """`change_to_json` as UTF-8 JSON text."""
     return json.dumps(change_to_json(change, meta=meta), ensure_ascii=False).encode()
+
+
+def _has_log_fields(change: RecentChange) -> bool:
+    return not (
+        change.logid is None
+        and change.logtype is None
+        and change.logaction is None
+        and change.logparams is None
+        and change.log_action_comment is None
+    )
 
 
 def _pair(value: Any, name: str) -> dict[str, Any]:
