@@ -341,9 +341,14 @@ class SubscriptionService:
             return
         manager.on_bounce(str(msg["from"].bare), str(msg["error"]["condition"]))
 
-    def _on_online(self, _resumed: bool) -> None:
-        if not self._stopped:
-            self.supervisor.spawn(self._announce, "watch commands disco", restart=False)
+    def _on_online(self, resumed: bool) -> None:
+        if self._stopped:
+            return
+        if not resumed and not self.session.endpoint.component:
+            # Available, so chat to our bare JID reaches this resource (with no available
+            # resource the server stores or bounces it); one stanza, before any reply.
+            self.outbox.write(["<presence/>"])
+        self.supervisor.spawn(self._announce, "watch commands disco", restart=False)
 
     async def _announce(self) -> None:
         """Announce the ad-hoc commands (XEP-0030) on the JID we now have."""
