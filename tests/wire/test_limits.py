@@ -170,6 +170,12 @@ def test_negative_ids_and_lengths_are_refused() -> None:
         assert info.value.reason == RejectReason.BAD_FIELD
 
 
+def logparams_of(element: Any) -> Any:
+    found = element.find("{urn:xmlrc:rc:1}logparams")
+    assert found is not None
+    return found
+
+
 def nested(depth: int) -> Any:
     value: Any = "leaf"
     for level in range(depth):
@@ -194,7 +200,7 @@ def test_deep_logparams_the_parsers_accept_are_refused_not_lost() -> None:
     ).encode()  # fmt: skip
     assert refused(decode_datagram(packet), RejectReason.BAD_FIELD, "logparams: nested deeper")
     element = etree.fromstring(change_to_xml_text(LOG).encode())
-    element.find("{urn:xmlrc:rc:1}logparams").text = json.dumps(deep)
+    logparams_of(element).text = json.dumps(deep)
     with pytest.raises(DecodeError, match="logparams: nested deeper"):
         change_from_element(element)
 
@@ -222,7 +228,7 @@ def test_nan_and_infinity_are_refused(constant: str) -> None:
     packet = FEED.replace("PARAMS", f'{{"expiry": {constant}}}').encode()
     assert refused(decode_datagram(packet), RejectReason.BAD_JSON, f"{constant} is not JSON")
     element = etree.fromstring(change_to_xml_text(LOG).encode())
-    element.find("{urn:xmlrc:rc:1}logparams").text = f"[{constant}]"
+    logparams_of(element).text = f"[{constant}]"
     with pytest.raises(DecodeError, match="logparams: not JSON"):
         change_from_element(element)
     api = via_api(LOG.with_changes(logparams={"expiry": float(constant)}))
@@ -253,7 +259,7 @@ def test_duplicate_json_keys_are_refused(packet: str) -> None:
 
 def test_duplicate_keys_in_rc_logparams_are_refused() -> None:
     element = etree.fromstring(change_to_xml_text(LOG).encode())
-    element.find("{urn:xmlrc:rc:1}logparams").text = '{"a": 1, "a": 2}'
+    logparams_of(element).text = '{"a": 1, "a": 2}'
     with pytest.raises(DecodeError, match="duplicate key"):
         change_from_element(element)
 

@@ -200,8 +200,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise DecodeError(RejectReason.BAD_JSON, f"duplicate key {duplicate[:40]!r}")
+        for key, _ in pairs:  # linear: a datagram may hold thousands of keys
+            if key in seen:
+                raise DecodeError(RejectReason.BAD_JSON, f"duplicate key {key[:40]!r}")
+            seen.add(key)
     return obj
 
 
