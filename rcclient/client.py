@@ -4,24 +4,39 @@
         async for change in client.changes(type="edit", ns=0):
             print(change.title, change.diff_url)
 
-The ``<rc>`` payload is read by the decoder the bridge uses
-(`xmlrc.wire`). The client keeps its rooms through network trouble:
+The client is a user of the shared XMPP layer (`xmlrc.xmpp`): the stream,
+TLS, reconnecting with backoff and jitter and the server keepalive are
+`Session`'s; joining and disco#info are `muc`'s; "am I still in the room?"
+is `selfping`'s one XEP-0410 verdict table; catch-up pages are `archive`'s.
+What this module adds on top, per room:
 
-- it reconnects with exponential backoff and jitter, and rejoins its rooms;
-- it checks that it is still in each room with XEP-0410 self-pings (every
-  ``ping_interval`` seconds, and at once when the room says we left), and
-  rejoins a room it was dropped from;
-- after every (re)join it asks the room's archive (XEP-0313) for what came
-  after the last change it received, so nothing in the archive window is
-  missed; live messages that arrive meanwhile wait, so changes come in
-  archive order;
-- each stable id (``wiki/rcid``) is handed out once: what the archive and a
-  resend bring again is dropped;
-- when the archive no longer holds the last change received (expired,
-  truncated, or lost by the server), a `Gap` says so, never a silent jump;
-- with ``state_file``, the archive id of the last change handed out per room
-  is saved (atomically, at most every ``state_interval`` seconds and on
-  close), and a restarted program continues after it.
+- **trust**: only the bridge speaks for a room. A change is accepted only
+  from the publisher's occupant nick (``publisher``, default ``rcbot``);
+  live, that occupant must also hold the room's ``owner`` affiliation, and
+  where the room shows real JIDs, be ``publisher_jid`` when one is given.
+  Archived messages are held to the nick rule, and to the affiliation and
+  JID rules where the archive records them (non-anonymous rooms). Anything
+  else is dropped and counted (`forged`). Before each join the room must be
+  moderated (only the owner has voice): refused by default
+  (``require_moderated``), else warned about;
+- **catch-up**: after every (re)join, the room's archive (XEP-0313) is asked
+  for what came after the last message received, so nothing in the archive
+  window is missed; live messages that arrive meanwhile wait, so changes come
+  in archive order;
+- **each stable id once per room** (``wiki/rcid``): what the archive and a
+  resend bring again is dropped. Each room has its own memory, so ids posted
+  in one room never hide the changes of another;
+- **gaps**: when the archive no longer holds the last message received
+  (expired, truncated, or lost by the server), a `Gap` says so, never a
+  silent jump;
+- **robust decoding**: a payload that cannot be decoded, or holds a value out
+  of range, is counted (`decode_errors`) and skipped; the position moves on;
+- **resume**: with ``state_file``, the archive id of the last change handed
+  out per room is saved (atomically, at most every ``state_interval`` seconds
+  and on close), and a restarted program continues after it.
+
+Every background task (the per-connection room task, the state writer) is
+owned by a `Supervisor` and cancelled by `close`.
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ import contextlib
 import inspect
 import logging
 import random
-import ssl
+import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -42,13 +57,18 @@ from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
 import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout, PresenceError
+from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.jid import InvalidJID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from xmlrc.tasks import Supervisor
 from xmlrc.wire import DecodeError, RecentChange, change_from_element
 from xmlrc.wire.rcxml import RC_TAG
+from xmlrc.xmpp import muc
+from xmlrc.xmpp.archive import ArchivedMessage, query_page
+from xmlrc.xmpp.selfping import Verdict, self_ping
+from xmlrc.xmpp.session import Backoff, Endpoint, Session, SessionError
 
 from .filters import ChangeFilter, FilterType, Predicate, build
 from .state import StateError, StateFile
@@ -59,20 +79,23 @@ log = logging.getLogger(__name__)
 
 _STANZA_ID = "{urn:xmpp:sid:0}stanza-id"
 _DELAY = "{urn:xmpp:delay}delay"
-_MAM_RESULT = "{urn:xmpp:mam:2}result"
-_FORWARDED_MESSAGE = "{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+_MUC_USER_ITEM = f"{{{muc.MUC_USER_NS}}}x/{{{muc.MUC_USER_NS}}}item"
 #: Prosody answers at most 50 archived messages per query (max_archive_query_results).
 _PAGE_SIZE = 50
 #: A re-entry without a known archive id asks for what was archived since the
 #: previous entry, minus this much (clock differences between client and server).
 _CLOCK_MARGIN = timedelta(seconds=10)
-#: Self-ping errors that mean "still joined" (XEP-0410 §4).
-_STILL_JOINED = frozenset({"service-unavailable", "feature-not-implemented", "item-not-found"})
-_UNKNOWN = frozenset({"remote-server-not-found", "remote-server-timeout"})
+#: What a decoder may raise on a hostile value, beside DecodeError: a timestamp that
+#: overflows when converted to UTC, an absurd number, a wrong type. Caught at the
+#: boundary, so one stored message can never end a session or its catch-up.
+_DECODE_FAILURES = (DecodeError, ValueError, OverflowError, TypeError)
+#: At most one "dropped a forged change" warning per room in this many seconds.
+_FORGED_LOG_INTERVAL = 60.0
 
 
 class RCClientError(Exception):
-    """The client cannot do its job: wrong password, unreachable server, unknown room."""
+    """The client cannot do its job: wrong password, unreachable server, unknown room,
+    a room that is not moderated (with ``require_moderated``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +135,7 @@ _H = TypeVar("_H", bound=Callable[..., Any])
 
 
 class _RoomError(RCClientError):
-    """A room cannot be entered (no such room, refused)."""
+    """A room cannot be entered (no such room, refused, not moderated)."""
 
 
 class _LinkDead(Exception):
@@ -128,9 +151,13 @@ class _Position:
 
 
 @dataclass(frozen=True, slots=True)
-class _Archived:
+class _Received:
+    """A message of a room, live or archived, with what the trust rules said of it:
+    None when its sender is the publisher, else why it is not."""
+
     archive_id: str | None
     message: ET.Element
+    distrust: str | None
 
 
 class _Closed:
@@ -140,28 +167,8 @@ class _Closed:
 _CLOSED: Final = _Closed()
 
 
-@dataclass(eq=False)
-class _Room:
-    jid: str
-    nick: str
-    joined: bool = False  # in the room on the current connection
-    live: bool = False  # catch-up done: live messages go straight out
-    suspect: bool = False  # the room said we left: check with a self-ping
-    buffer: list[_Archived] = field(default_factory=list)
-    last_id: str | None = None  # archive id of the last message received
-    last_time: datetime | None = None  # timestamp of the last change received
-    joining_at: datetime | None = None  # when the current join began
-    entered_at: datetime | None = None  # when the last completed entry began
-
-
-@dataclass(frozen=True, slots=True)
-class _Handler:
-    func: Callable[[Any], Awaitable[None] | None]
-    where: ChangeFilter | None
-
-
 class _Dedupe:
-    """Remembers the last `size` stable ids (bounded, oldest forgotten first)."""
+    """Remembers the last `size` keys (bounded, oldest forgotten first)."""
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
@@ -176,6 +183,45 @@ class _Dedupe:
             self._seen.popitem(last=False)
         return True
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._seen
+
+
+@dataclass(frozen=True, slots=True)
+class _Occupant:
+    affiliation: str
+    jid: str | None  # bare; None where the room hides real JIDs from us
+
+
+@dataclass(eq=False)
+class _Room:
+    """What the client knows of one room it reads (see `RCClient`)."""
+
+    jid: str
+    nick: str
+    joined: bool = False  # in the room on the current connection
+    live: bool = False  # catch-up done: live messages go straight out
+    moderated: bool | None = None  # what the room said before the last join
+    buffer: list[_Received] = field(default_factory=list)
+    last_id: str | None = None  # archive id of the last message received
+    last_time: datetime | None = None  # timestamp of the last change received
+    joining_at: datetime | None = None  # when the current join began
+    entered_at: datetime | None = None  # when the last completed entry began
+    #: Occupants by nick, from their presence (reset on every join).
+    occupants: dict[str, _Occupant] = field(default_factory=dict)
+    #: Stable ids handed out from this room: per room, so another room cannot hide them.
+    dedupe: _Dedupe = field(default_factory=_Dedupe)
+    #: Archive ids of live messages refused, so a catch-up does not accept them later.
+    refused: _Dedupe = field(default_factory=lambda: _Dedupe(10_000))
+    forged_logged_at: float | None = None
+    forged_unlogged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Handler:
+    func: Callable[[Any], Awaitable[None] | None]
+    where: ChangeFilter | None
+
 
 def _room_jid(room: str) -> str:
     try:
@@ -187,14 +233,32 @@ def _room_jid(room: str) -> str:
     return str(jid.bare)
 
 
+def _bare(jid: str | None) -> str | None:
+    if not jid:
+        return None
+    try:
+        return str(slixmpp.JID(jid).bare)
+    except InvalidJID:
+        return jid
+
+
 class RCClient:
     """Reads changes from XMPP rooms; an async context manager.
+
+    Responsible for: one `Session` (connect, reconnect, keepalive), the
+    rooms on it (join, self-ping, rejoin, catch-up from the archive), which
+    messages to believe (the trust rules of the module docstring), each
+    change once per room in archive order, gaps, and the resume state.
 
     ``rooms`` are room JIDs. ``host``/``port`` default to the JID's domain and
     5222 (STARTTLS, verified against ``ca_file`` or the system's CAs).
     ``state_file`` enables resume across restarts; ``since`` (an aware
     datetime, or a timedelta before now) asks each room's archive for the
     changes since then on the first join of a room without a saved position.
+    ``publisher`` is the bridge's nick in the rooms; ``publisher_jid`` (a
+    bare JID) is checked where the room shows real JIDs;
+    ``require_moderated=False`` reads rooms that are not moderated, with a
+    warning, instead of refusing them.
     """
 
     def __init__(
@@ -218,6 +282,9 @@ class RCClient:
         reconnect_delay: float = 1.0,
         reconnect_max_delay: float = 60.0,
         catch_up_limit: int = 50_000,
+        publisher: str = "rcbot",
+        publisher_jid: str | None = None,
+        require_moderated: bool = True,
     ) -> None:
         self.jid = slixmpp.JID(jid)
         self.rooms = list(dict.fromkeys(_room_jid(room) for room in rooms))
@@ -225,6 +292,8 @@ class RCClient:
             raise ValueError("RCClient needs at least one room")
         if isinstance(since, datetime) and since.tzinfo is None:
             raise ValueError("since must be timezone-aware")
+        if not publisher:
+            raise ValueError("publisher must be the bridge's nick in the rooms")
         self.host = host or self.jid.domain
         self.port = port
         self.nick = nick or f"{self.jid.user}-{random.randrange(16**6):06x}"
@@ -238,14 +307,19 @@ class RCClient:
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.catch_up_limit = catch_up_limit
-        #: Counters: undecodable <rc> payloads, duplicates dropped, connections made, gaps.
+        self.publisher = publisher
+        self.publisher_jid = _bare(publisher_jid)
+        self.require_moderated = require_moderated
+        #: Counters: undecodable <rc> payloads, duplicates dropped, gaps, and
+        #: messages with a change from anyone but the publisher (dropped).
         self.decode_errors = 0
         self.duplicates = 0
-        self.connections = 0
         self.gaps = 0
+        self.forged = 0
+        #: Rooms read although they are not moderated (``require_moderated=False``).
+        self.unmoderated: set[str] = set()
         self._rooms = {jid: _Room(jid, self.nick) for jid in self.rooms}
         self._queue: asyncio.Queue[Delivery | Gap | _Position | _Closed] = asyncio.Queue()
-        self._dedupe = _Dedupe()
         self._filter = ChangeFilter()
         self._change_handlers: list[_Handler] = []
         self._gap_handlers: list[_Handler] = []
@@ -256,35 +330,54 @@ class RCClient:
         self._closed = False
         self._since_time: datetime | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._started: asyncio.Future[None] | None = None
-        self._ended: asyncio.Future[str] | None = None
-        self._session_number = 0
-        self._online = False
+        self._tasks = Supervisor(
+            restart_delay=reconnect_delay, max_restart_delay=reconnect_max_delay
+        )
+        self._rooms_task: asyncio.Task[None] | None = None
         self._post_rooms: dict[str, int] = {}
-        self.xmpp = self._make_client(password, ca_file, verify_tls)
+        self.session = Session(
+            Endpoint(
+                str(self.jid),
+                password,
+                host=self.host,
+                port=port,
+                ca_file=ca_file,
+                verify_tls=verify_tls,
+            ),
+            # disco#info (rooms), RSM and MAM (catch-up) for the helpers of xmlrc.xmpp.
+            plugins=("xep_0030", "xep_0059", "xep_0313"),
+            keepalive=ping_interval,
+            ping_timeout=ping_timeout,
+            connect_timeout=connect_timeout,
+            backoff=Backoff(reconnect_delay, reconnect_max_delay),
+        )
+        self.session.on_online(self._on_online)
+        self.session.on_offline(self._on_offline)
+        client = self.session.client
+        client.register_handler(
+            Callback(
+                "rcclient groupchat",
+                MatchXPath(f"{{{client.default_ns}}}message"),
+                self._on_message,
+            )
+        )
+        client.register_handler(
+            Callback(
+                "rcclient presence",
+                MatchXPath(f"{{{client.default_ns}}}presence"),
+                self._on_presence,
+            )
+        )
 
-    def _make_client(
-        self, password: str, ca_file: str | None, verify_tls: bool
-    ) -> slixmpp.ClientXMPP:
-        client = slixmpp.ClientXMPP(str(self.jid), password)
-        for plugin in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0199", "xep_0313"):
-            client.register_plugin(plugin)
-        client.enable_direct_tls = False
-        if ca_file:
-            client.ca_certs = Path(ca_file)
-        if not verify_tls:
-            client.ssl_context.check_hostname = False
-            client.ssl_context.verify_mode = ssl.CERT_NONE
-        client.add_event_handler("session_start", self._on_session_start)
-        client.add_event_handler("failed_auth", self._on_failed_auth)
-        client.add_event_handler("connection_failed", self._on_connection_failed)
-        client.add_event_handler("ssl_invalid_chain", self._on_invalid_certificate)
-        client.add_event_handler("disconnected", self._on_disconnected)
-        client.add_event_handler("groupchat_message", self._on_groupchat)
-        client.add_event_handler("groupchat_presence", self._on_room_presence)
-        return client
+    @property
+    def xmpp(self) -> Any:
+        """The slixmpp client of the session (for extra queries; do not connect it)."""
+        return self.session.client
+
+    @property
+    def connections(self) -> int:
+        """Sessions established so far (the first one included)."""
+        return self.session.connections
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -305,27 +398,34 @@ class RCClient:
 
         Fails for a wrong password, an unreachable server, a room that does
         not exist (checked with a disco#info query first: joining would
-        create it on many servers) or refuses us, and an unreadable state
-        file. After it returns, the client reconnects by itself.
+        create it on many servers), refuses us or is not moderated (with
+        ``require_moderated``), and an unreadable state file. After it
+        returns, the client reconnects by itself.
         """
-        if self._supervisor is not None:
+        if self._ready is not None:
             raise RuntimeError("connect() was already called")
-        loop = asyncio.get_running_loop()
+        self._ready = asyncio.get_running_loop().create_future()
         self._load_state()
         if isinstance(self.since, timedelta):
             self._since_time = datetime.now(UTC) - self.since
         elif self.since is not None:
             self._since_time = self.since.astimezone(UTC)
-        self._ready = loop.create_future()
-        self._supervisor = loop.create_task(self._supervise(), name="rcclient connection")
         if self._state is not None:
-            self._writer = loop.create_task(self._write_state_loop(), name="rcclient state")
+            self._tasks.spawn(self._write_state_loop, "rcclient state")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout  # for the session and the rooms together
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready), self.connect_timeout)
+            await self.session.start(wait=True)
+        except SessionError as exc:
+            await self.close()
+            raise RCClientError(str(exc)) from None
+        try:
+            remaining = max(deadline - loop.time(), 1.0)
+            await asyncio.wait_for(asyncio.shield(self._ready), remaining)
         except TimeoutError:
             await self.close()
             raise RCClientError(
-                f"no answer from {self.host}:{self.port} within {self.connect_timeout:g} s"
+                f"not in every room of {self.host}:{self.port} within {self.connect_timeout:g} s"
             ) from None
         except RCClientError:
             await self.close()
@@ -336,31 +436,24 @@ class RCClient:
         if self._closed:
             return
         self._closing = True
-        if self.xmpp.transport is not None and self._started is not None and self._started.done():
-            for room in self._rooms.values():
-                if room.joined:
-                    self.xmpp.send_presence(pto=f"{room.jid}/{room.nick}", ptype="unavailable")
-            try:
-                await asyncio.wait_for(self.xmpp.disconnect(wait=1.0), 3)
-            except TimeoutError:
-                self.xmpp.abort()
-        tasks = [task for task in (self._supervisor, self._writer) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._drop_connection()
-        filters_task = getattr(self.xmpp, "_run_out_filters", None)
-        if isinstance(filters_task, asyncio.Future) and not filters_task.done():
-            filters_task.cancel()
-            await asyncio.gather(filters_task, return_exceptions=True)
+        await self.session.stop(goodbye=self._leave_rooms)
+        await self._tasks.close()
+        self._rooms_task = None
         self._save_state()
         self._closed = True
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
         self._queue.put_nowait(_CLOSED)
+
+    def _leave_rooms(self) -> None:
+        for room in self._rooms.values():
+            if room.joined:
+                muc.leave(self.session.client, room.jid, room.nick)
 
     @property
     def connected(self) -> bool:
         """True while a session is up (the rooms may be being rejoined)."""
-        return self._online and not self._closing
+        return self.session.online and not self._closing
 
     # -- reading ----------------------------------------------------------------------
 
@@ -479,22 +572,20 @@ class RCClient:
         if not self.connected:
             raise RCClientError("not connected")
         jid = _room_jid(room)
-        muc = self.xmpp.plugin["xep_0045"]
-        if self._post_rooms.get(jid) != self._session_number:
+        client = self.session.client
+        if self._post_rooms.get(jid) != self.session.connections:
             try:
-                joined = await muc.join_muc_wait(
-                    slixmpp.JID(jid), self.nick, maxstanzas=0, timeout=self.iq_timeout
-                )
-            except PresenceError as exc:
-                raise RCClientError(f"cannot join {jid}: {exc.condition or 'error'}") from None
+                joined = await muc.join(client, jid, self.nick, timeout=self.iq_timeout)
+            except muc.JoinError as exc:
+                raise RCClientError(f"cannot join {jid}: {exc.condition}") from None
             except TimeoutError:
                 raise RCClientError(f"cannot join {jid}: no answer") from None
-            if 201 in joined[0]["muc"]["status_codes"]:  # we created it: unlock it
-                form = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+            if joined.created:  # a new room: accept the default configuration (unlock it)
                 with contextlib.suppress(IqError, IqTimeout):
-                    await muc.set_room_config(jid, form, timeout=self.iq_timeout)
-            self._post_rooms[jid] = self._session_number
-        self.xmpp.send_message(mto=slixmpp.JID(jid), mbody=body, mtype="groupchat")
+                    known = await muc.get_config(client, jid, timeout=self.iq_timeout)
+                    await muc.submit_config(client, jid, {}, known=known, timeout=self.iq_timeout)
+            self._post_rooms[jid] = self.session.connections
+        client.send_message(mto=slixmpp.JID(jid), mbody=body, mtype="groupchat")
 
     async def _next(self) -> Delivery | Gap | None:
         """The next event for a consumer, after the handlers ran; None once closed."""
@@ -540,7 +631,7 @@ class RCClient:
             room.last_id = self._state.position(room.jid)
             room.last_time = self._state.timestamp(room.jid)
             for stable_id in self._state.recent(room.jid):
-                self._dedupe.first_time(stable_id)
+                room.dedupe.first_time(stable_id)  # per room, as they were saved
 
     def _record(
         self,
@@ -568,120 +659,61 @@ class RCClient:
             self._state_dirty.clear()
             self._save_state()
 
-    # -- connection -------------------------------------------------------------------
+    # -- the connection: Session's callbacks ------------------------------------------
 
-    async def _supervise(self) -> None:
-        """Connect; after a loss, wait (exponential backoff with jitter) and connect again."""
-        assert self._ready is not None
-        delay = self.reconnect_delay
-        while not self._closing:
-            try:
-                reason, had_session = await self._connection()
-            except Exception as exc:  # a bug must not end the reconnecting for good
-                log.exception("connection failed unexpectedly")
-                reason, had_session = f"internal error: {exc}", False
-            if self._closing:
-                return
-            if not self._ready.done():
-                self._ready.set_exception(RCClientError(reason))
-                return
-            if had_session:
-                delay = self.reconnect_delay
-            pause = delay * random.uniform(0.5, 1.5)
-            log.warning("%s; reconnecting in %.1f s", reason, pause)
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, self.reconnect_max_delay)
+    def _on_online(self, resumed: bool) -> None:
+        """A session is up: one task joins the rooms, catches them up and watches them."""
+        if self._closing:
+            return
+        if resumed:  # XEP-0198 kept our memberships (not enabled today: rejoin anyway)
+            log.info("stream resumed")
+        self._rooms_task = self._tasks.spawn(self._connection, "rcclient rooms")
 
-    async def _connection(self) -> tuple[str, bool]:
-        """One connection, from connect() to its end; returns why it ended."""
-        assert self._ready is not None
-        loop = asyncio.get_running_loop()
-        first = not self._ready.done()
-        started: asyncio.Future[Any] = loop.create_future()
-        ended: asyncio.Future[Any] = loop.create_future()
-        self._started, self._ended = started, ended
-        self.xmpp.connect(self.host, self.port)
-        session: asyncio.Task[None] | None = None
-        try:
-            await asyncio.wait(
-                {started, ended}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if ended.done():
-                return str(ended.result()), False
-            if not started.done():
-                return f"no answer from {self.host}:{self.port}", False
-            self.connections += 1
-            self._session_number += 1
-            self._online = True
-            session = loop.create_task(self._session(first), name="rcclient session")
-            await asyncio.wait({session, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if session.done():
-                error = session.exception()
-                if isinstance(error, (RCClientError, _LinkDead)):
-                    return str(error), True
-                if error is not None:
-                    raise error
-                return "the session ended", True
-            return str(ended.result()), True
-        finally:
-            if session is not None and not session.done():
-                session.cancel()
-                await asyncio.gather(session, return_exceptions=True)
-            await self._drop_connection()
-
-    async def _drop_connection(self) -> None:
-        """Abort the socket (if any) and wait until slixmpp has seen it go."""
-        self._online = False
+    def _on_offline(self) -> None:
+        """The stream is gone: nothing of that session holds (memberships, occupants)."""
+        task, self._rooms_task = self._rooms_task, None
+        if task is not None:
+            task.cancel()  # the Supervisor reaps it
         for room in self._rooms.values():
             room.joined = room.live = False
-        self.xmpp.cancel_connection_attempt()
-        if self.xmpp.transport is not None:
-            self.xmpp.abort()
-        for _ in range(500):  # connection_lost runs on a later loop iteration
-            if self.xmpp.transport is None:
-                break
-            await asyncio.sleep(0.01)
+            room.occupants.clear()
 
-    def _end(self, reason: str) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(reason)
+    async def _connection(self) -> None:
+        """Join every room, then catch each up from its archive, then watch them.
 
-    def _on_session_start(self, _event: Any) -> None:
-        if self._started is not None and not self._started.done():
-            self._started.set_result(None)
-
-    def _on_failed_auth(self, _event: Any) -> None:
-        self._end(f"the server refused the password for {self.jid.bare}")
-
-    def _on_connection_failed(self, error: Any) -> None:
-        self.xmpp.cancel_connection_attempt()  # we retry on our own schedule
-        self._end(f"cannot connect to {self.host}:{self.port}: {error}")
-
-    def _on_invalid_certificate(self, error: Any) -> None:
-        self._end(f"the certificate of {self.host}:{self.port} is not trusted: {error}")
-
-    def _on_disconnected(self, reason: Any) -> None:
-        self._end(f"disconnected from {self.host}:{self.port}" + (f" ({reason})" if reason else ""))
-
-    # -- rooms ------------------------------------------------------------------------
-
-    async def _session(self, first: bool) -> None:
-        """Join every room, then catch each up from its archive, then watch them."""
-        self.xmpp.send_presence()
-        for room in self._rooms.values():
-            try:
-                await self._join(room)
-            except _RoomError as exc:
-                if first:
-                    raise
-                log.warning("%s; trying again later", exc)
-        if first:
-            assert self._ready is not None
-            self._ready.set_result(None)
-        for room in self._rooms.values():
-            if room.joined:
-                await self._resume(room)
-        await self._watch()
+        The first connection reports a room that cannot be entered to
+        `connect`; later ones log it and try again.
+        """
+        assert self._ready is not None
+        first = not self._ready.done()
+        try:
+            self.session.client.send_presence()
+            for room in self._rooms.values():
+                try:
+                    await self._join(room)
+                except _RoomError as exc:
+                    if first:
+                        raise
+                    log.error("%s; trying again later", exc)
+            if first:
+                self._ready.set_result(None)
+            for room in self._rooms.values():
+                if room.joined:
+                    await self._resume(room)
+            await self._watch()
+        except _LinkDead as exc:
+            self.session.drop(str(exc))  # Session reconnects; _on_offline cancels us
+        except RCClientError as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            else:
+                raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._ready.done():  # connect() says so, instead of waiting it out
+                self._ready.set_exception(RCClientError(f"internal error: {exc!r}"))
+            raise  # logged by the Supervisor, which runs us again
 
     async def _watch(self) -> None:
         """Self-ping the rooms now and then; rejoin the ones we were dropped from."""
@@ -693,14 +725,14 @@ class RCClient:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             for room in self._rooms.values():
-                if room.joined and not await self._self_ping(room):
+                if room.joined and not await self._still_joined(room):
                     log.warning("no longer in %s; rejoining", room.jid)
                     room.joined = room.live = False
                 if not room.joined:
                     try:
                         await self._join(room)
                     except _RoomError as exc:
-                        log.warning("%s; trying again in %.0f s", exc, retry)
+                        log.error("%s; trying again in %.0f s", exc, retry)
                         continue
                     await self._resume(room)
             if any(not room.joined for room in self._rooms.values()):
@@ -708,50 +740,63 @@ class RCClient:
             else:
                 retry = self.reconnect_delay
 
-    async def _self_ping(self, room: _Room) -> bool:
-        """XEP-0410: are we still in `room`? Raises `_LinkDead` when nothing answers."""
-        suspect, room.suspect = room.suspect, False
-        try:
-            await self.xmpp.plugin["xep_0199"].send_ping(
-                slixmpp.JID(f"{room.jid}/{room.nick}"), timeout=self.ping_timeout
-            )
-        except IqTimeout:
-            raise _LinkDead(f"no answer to a ping within {self.ping_timeout:g} s") from None
-        except IqError as exc:
-            condition = exc.condition
-            if condition in _UNKNOWN:
-                return True  # the room's server is unreachable; ours is fine: ask later
-            # After the room said we left, "item-not-found" means just that.
-            return condition in _STILL_JOINED and not suspect
+    async def _still_joined(self, room: _Room) -> bool:
+        """XEP-0410 by the one verdict table; raises `_LinkDead` when nothing answers."""
+        result = await self_ping(
+            self.session.client, f"{room.jid}/{room.nick}", timeout=self.ping_timeout
+        )
+        if result.verdict is Verdict.NOT_JOINED:
+            return False
+        if result.verdict is Verdict.UNDECIDED:
+            if result.timed_out:
+                raise _LinkDead(
+                    f"no answer to a self-ping in {room.jid} within {self.ping_timeout:g} s"
+                )
+            log.info("self-ping in %s undecided (%s); asking later", room.jid, result.condition)
         return True
 
     async def _join(self, room: _Room) -> None:
-        """Check that the room exists (joining would create it), then join it.
+        """Check that the room exists (joining would create it) and is moderated, join it.
 
         Live messages are held back from here until `_resume` has caught up.
         """
         room.joined = room.live = False
         room.joining_at = datetime.now(UTC)
-        jid = slixmpp.JID(room.jid)
+        client = self.session.client
         try:
-            await self.xmpp.plugin["xep_0030"].get_info(jid=jid, timeout=self.iq_timeout)
+            info = await muc.room_info(client, room.jid, timeout=self.iq_timeout)
         except IqError as exc:
             if exc.condition == "item-not-found":
                 raise _RoomError(f"no such room: {room.jid}") from None
             raise _RoomError(f"cannot join {room.jid}: {exc.condition}") from None
         except IqTimeout:
             raise _LinkDead(f"no answer about {room.jid}") from None
-        try:
-            joined = await self.xmpp.plugin["xep_0045"].join_muc_wait(
-                jid, room.nick, maxstanzas=0, timeout=self.iq_timeout
+        room.moderated = info.moderated
+        if not info.moderated:
+            if self.require_moderated:
+                raise _RoomError(
+                    f"{room.jid} is not moderated: any occupant may post there, so its "
+                    "changes cannot be trusted (require_moderated=False, or "
+                    "--allow-unmoderated, reads it anyway)"
+                )
+            log.warning(
+                "%s is NOT moderated: any occupant may post there; only messages from "
+                "the publisher %r are believed",
+                room.jid,
+                self.publisher,
             )
-        except PresenceError as exc:
-            raise _RoomError(f"cannot join {room.jid}: {exc.condition or 'refused'}") from None
+            self.unmoderated.add(room.jid)
+        else:
+            self.unmoderated.discard(room.jid)
+        room.occupants.clear()  # the room sends everyone's presence again
+        try:
+            joined = await muc.join(client, room.jid, room.nick, timeout=self.iq_timeout)
+        except muc.JoinError as exc:
+            raise _RoomError(f"cannot join {room.jid}: {exc.condition}") from None
         except TimeoutError:
             raise _LinkDead(f"no answer joining {room.jid}") from None
-        room.nick = joined[0]["from"].resource or room.nick
+        room.nick = joined.nick or room.nick
         room.joined = True
-        room.suspect = False
 
     async def _resume(self, room: _Room) -> None:
         """Catch up from the archive, hand out the live messages held meanwhile, go live."""
@@ -779,19 +824,26 @@ class RCClient:
         fetched = 0
         for _page in range(self.catch_up_limit // _PAGE_SIZE + 1):
             try:
-                items, complete = await self._archive_page(room.jid, after=after, start=start)
+                page = await query_page(
+                    self.session.client,
+                    room.jid,
+                    timeout=self.iq_timeout,
+                    page_size=_PAGE_SIZE,
+                    after=after,
+                    start=start,
+                )
             except IqError as exc:
                 if exc.condition == "item-not-found" and after is not None:
                     await self._archive_lost(room, after)
                 else:
                     self._gap(room, f"the room's archive cannot be read ({exc.condition})")
                 return
-            for item in items:
-                self._accept(room, item, replayed=True)
-            fetched += len(items)
-            if complete or not items or items[-1].archive_id is None:
+            for message in page.messages:
+                self._accept(room, self._archived(room, message), replayed=True)
+            fetched += len(page.messages)
+            if page.complete or not page.messages or page.messages[-1].archive_id is None:
                 return
-            after, start = items[-1].archive_id, None
+            after, start = page.messages[-1].archive_id, None
         self._gap(
             room,
             f"stopped catching up after {fetched} changes (catch_up_limit); the rest of "
@@ -804,67 +856,32 @@ class RCClient:
             f"the room's archive no longer holds the last change received ({last_id}): "
             "changes between it and the archive's oldest are missing"
         )
-        pages: list[list[_Archived]] = []
+        pages: list[list[ArchivedMessage]] = []
         total = 0
         before = ""  # RSM <before/>: the last page
         try:
             for _page in range(self.catch_up_limit // _PAGE_SIZE + 1):
-                items, complete = await self._archive_page(room.jid, before=before)
-                if not items:
+                page = await query_page(
+                    self.session.client,
+                    room.jid,
+                    timeout=self.iq_timeout,
+                    page_size=_PAGE_SIZE,
+                    before=before,
+                )
+                if not page.messages:
                     break
-                pages.insert(0, items)
-                total += len(items)
-                first_id = items[0].archive_id
-                if complete or total >= self.catch_up_limit or first_id is None:
+                pages.insert(0, page.messages)
+                total += len(page.messages)
+                first_id = page.messages[0].archive_id
+                if page.complete or total >= self.catch_up_limit or first_id is None:
                     break
                 before = first_id
         except IqError as exc:
             reason += f", and the rest cannot be read ({exc.condition})"
-        kept = [item for page in pages for item in page]
+        kept = [message for page_messages in pages for message in page_messages]
         self._gap(room, reason, next_id=kept[0].archive_id if kept else None)
-        for item in kept:
-            self._accept(room, item, replayed=True)
-
-    async def _archive_page(
-        self,
-        room: str,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        start: datetime | None = None,
-    ) -> tuple[list[_Archived], bool]:
-        """One XEP-0313 query to the room (at most a page); returns (messages, complete)."""
-        iq = self.xmpp.make_iq_set(ito=slixmpp.JID(room))
-        query_id = iq["id"]
-        iq["mam"]["queryid"] = query_id
-        if start is not None:
-            iq["mam"]["start"] = start
-        iq["mam"]["rsm"]["max"] = str(_PAGE_SIZE)
-        if after is not None:
-            iq["mam"]["rsm"]["after"] = after
-        if before is not None:
-            iq["mam"]["rsm"]["before"] = before
-        found: list[_Archived] = []
-
-        def on_result(message: Any) -> None:
-            result = message.xml.find(_MAM_RESULT)
-            if result is None or result.get("queryid") != query_id:
-                return
-            if str(message["from"].bare) != room:
-                return
-            inner = result.find(_FORWARDED_MESSAGE)
-            if inner is not None:
-                found.append(_Archived(result.get("id"), inner))
-
-        name = f"rcclient-mam-{query_id}"
-        matcher = MatchXPath(f"{{jabber:client}}message/{_MAM_RESULT}")
-        self.xmpp.register_handler(Callback(name, matcher, on_result))
-        try:
-            reply = await iq.send(timeout=self.iq_timeout)
-        finally:
-            self.xmpp.remove_handler(name)
-        complete = reply["mam_fin"]["complete"] in ("true", "1")
-        return found, complete
+        for message in kept:
+            self._accept(room, self._archived(room, message), replayed=True)
 
     def _gap(self, room: _Room, reason: str, next_id: str | None = None) -> None:
         self.gaps += 1
@@ -879,9 +896,70 @@ class RCClient:
             )
         )
 
-    def _on_groupchat(self, msg: Any) -> None:
-        room = self._rooms.get(str(msg["from"].bare))
-        if room is None or self._closing:
+    # -- trust: who may speak for a room ------------------------------------------------
+
+    def _live_distrust(self, room: _Room, nick: str) -> str | None:
+        """Why a live message from `room`/`nick` is not the publisher's, or None."""
+        if nick != self.publisher:
+            return f"sent by {nick or 'the room itself'!r}, not by the publisher {self.publisher!r}"
+        occupant = room.occupants.get(nick)
+        if occupant is None:
+            return None  # no presence seen (cannot happen in a MUC): the nick rule holds
+        if occupant.affiliation != "owner":
+            return (
+                f"sent by {nick!r} with affiliation {occupant.affiliation!r}: the "
+                "publisher owns its rooms"
+            )
+        if self.publisher_jid and occupant.jid and occupant.jid != self.publisher_jid:
+            return f"sent by {nick!r} as {occupant.jid}, not as {self.publisher_jid}"
+        return None
+
+    def _archived(self, room: _Room, message: ArchivedMessage) -> _Received:
+        """An archived message with the trust rules applied: the nick (the from is
+        room/nick), and what the archive recorded of the sender (non-anonymous rooms
+        only: affiliation and real JID; every such record must pass)."""
+        element = message.message
+        distrust: str | None = None
+        if message.archive_id is not None and message.archive_id in room.refused:
+            distrust = "refused when it arrived live"
+        else:
+            sender = element.get("from") or ""
+            nick = sender.partition("/")[2] if _bare(sender) == room.jid else ""
+            if nick != self.publisher:
+                distrust = (
+                    f"sent by {nick or 'someone else'!r}, not by the publisher {self.publisher!r}"
+                )
+            for item in element.findall(_MUC_USER_ITEM):
+                affiliation, jid = item.get("affiliation"), _bare(item.get("jid"))
+                if distrust is None and affiliation is not None and affiliation != "owner":
+                    distrust = f"sent by {nick!r} with affiliation {affiliation!r}"
+                if distrust is None and self.publisher_jid and jid and jid != self.publisher_jid:
+                    distrust = f"sent by {nick!r} as {jid}, not as {self.publisher_jid}"
+        return _Received(message.archive_id, element, distrust)
+
+    def _refuse(self, room: _Room, item: _Received) -> None:
+        """Drop a change from someone else than the publisher: count it, log it (rate-limited)."""
+        self.forged += 1
+        if item.archive_id is not None:
+            room.refused.first_time(item.archive_id)
+        now = time.monotonic()
+        if room.forged_logged_at is not None and now - room.forged_logged_at < _FORGED_LOG_INTERVAL:
+            room.forged_unlogged += 1
+            return
+        more = (
+            f" ({room.forged_unlogged} more since the last warning)" if room.forged_unlogged else ""
+        )
+        log.warning("dropped a change in %s: %s%s", room.jid, item.distrust, more)
+        room.forged_logged_at, room.forged_unlogged = now, 0
+
+    # -- messages and presence ----------------------------------------------------------
+
+    def _on_message(self, msg: Any) -> None:
+        if msg["type"] != "groupchat" or self._closing:
+            return
+        sender = msg["from"]
+        room = self._rooms.get(str(sender.bare))
+        if room is None:
             return
         if msg.xml.find(_DELAY) is not None:
             return  # room history sent on join: the archive is where history comes from
@@ -889,39 +967,58 @@ class RCClient:
         for stanza_id in msg.xml.findall(_STANZA_ID):
             if stanza_id.get("by") == room.jid:
                 archive_id = stanza_id.get("id")
-        item = _Archived(archive_id, msg.xml)
+        # Judged now, by the occupants as they are now (not when the buffer is flushed).
+        item = _Received(archive_id, msg.xml, self._live_distrust(room, sender.resource))
         if room.live:
             self._accept(room, item, replayed=False)
         else:  # joining or catching up: handed out after the catch-up, in order
             room.buffer.append(item)
 
-    def _accept(self, room: _Room, item: _Archived, *, replayed: bool) -> None:
+    def _accept(self, room: _Room, item: _Received, *, replayed: bool) -> None:
         # Usually one <rc> a message; a busy room may carry several (each its own event).
+        elements = item.message.findall(RC_TAG)
         changes: list[RecentChange] = []
-        for element in item.message.findall(RC_TAG):
+        if elements and item.distrust is not None:
+            self._refuse(room, item)
+            elements = []
+        for element in elements:
             try:
-                changes.append(change_from_element(element))
-            except DecodeError as exc:
+                change = change_from_element(element)
+                stable_id = change.stable_id
+            except _DECODE_FAILURES as exc:
                 self.decode_errors += 1
                 log.warning("undecodable <rc> in %s: %s", room.jid, exc)
-        if not changes:  # not a change (chat, subject...): the position moves on
-            if item.archive_id is not None:
-                room.last_id = item.archive_id
-                self._queue.put_nowait(_Position(room.jid, item.archive_id))
-            return
-        if item.archive_id is not None:
-            room.last_id = item.archive_id
-        for change in changes:
-            if not self._dedupe.first_time(change.stable_id):
+                continue
+            if not room.dedupe.first_time(stable_id):
                 self.duplicates += 1
                 continue
+            changes.append(change)
+        if item.archive_id is not None:
+            room.last_id = item.archive_id
+        if not changes:  # not a change (chat, subject, forged, undecodable): the position moves
+            if item.archive_id is not None:
+                self._queue.put_nowait(_Position(room.jid, item.archive_id))
+            return
+        for change in changes:
             room.last_time = change.timestamp
             self._queue.put_nowait(Delivery(room.jid, change, item.archive_id, replayed))
 
-    def _on_room_presence(self, presence: Any) -> None:
-        if presence["type"] != "unavailable" or self._closing:
+    def _on_presence(self, presence: Any) -> None:
+        """Keep each room's occupants (affiliation, real JID if shown); notice our exit."""
+        sender = presence["from"]
+        room = self._rooms.get(str(sender.bare))
+        if room is None or self._closing or presence["type"] == "error":
             return
-        room = self._rooms.get(str(presence["from"].bare))
-        if room is not None and room.joined and presence["from"].resource == room.nick:
-            room.suspect = True  # kicked, or the room went away: check now
-            self._wake.set()
+        nick = sender.resource
+        affiliation, _role, jid, codes = muc.occupant_item(presence.xml)
+        if presence["type"] == "unavailable":
+            room.occupants.pop(nick, None)
+            if room.joined and (nick == room.nick or 110 in codes):
+                # The room says we left (a kick, the room destroyed): rejoin now. The
+                # self-ping would find out too; the room's own word is quicker.
+                log.warning("%s removed us; rejoining", room.jid)
+                room.joined = room.live = False
+                self._wake.set()
+            return
+        if nick:
+            room.occupants[nick] = _Occupant(affiliation, _bare(jid))
