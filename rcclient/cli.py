@@ -1,5 +1,9 @@
 """The ``rcclient`` command: ``rcclient tail ROOM...`` prints changes as they happen.
 
+Only the bridge's messages are printed (``--publisher``, ``--publisher-jid``;
+see `RCClient`), from moderated rooms unless ``--allow-unmoderated`` (then a
+warning on stderr). ``--json`` lines name their room (a ``"room"`` key).
+
 Errors are one line on stderr (``rcclient: no such room: x@conference...``):
 exit status 1 when the server, the account or a room is the problem, 2 for
 bad options or settings.
@@ -22,7 +26,7 @@ import click
 from xmlrc.wire import RecentChange, change_to_json, change_to_line
 
 from .client import Gap, RCClient, RCClientError
-from .config import Account, ConfigError, parse_since, resolve_account
+from .config import Account, ConfigError, Trust, parse_since, resolve_account, resolve_trust
 from .filters import ChangeFilter
 
 
@@ -51,6 +55,19 @@ class _Output:
     help="Config file (TOML, an [account] table); default ~/.config/rcclient.toml.",
 )
 @click.option("--nick", help="Nickname in the rooms (default: your name and a random suffix).")
+@click.option(
+    "--publisher",
+    help="The bridge's nick in the rooms: only its changes are believed (default rcbot).",
+)
+@click.option(
+    "--publisher-jid",
+    help="The bridge's account; checked where a room shows its occupants' real JIDs.",
+)
+@click.option(
+    "--allow-unmoderated",
+    is_flag=True,
+    help="Read rooms that are not moderated (with a warning) instead of refusing them.",
+)
 @click.option("--wiki", "wikis", multiple=True, help="Only this wiki ID (repeatable).")
 @click.option("--type", "types", multiple=True, help="Only this type: edit, new, log...")
 @click.option("--ns", "namespaces", type=int, multiple=True, help="Only this namespace number.")
@@ -65,7 +82,7 @@ class _Output:
     "--json",
     "as_json",
     is_flag=True,
-    help="One JSON object a line, in the EventStreams recentchange shape.",
+    help="One JSON object a line, in the EventStreams recentchange shape, with its room.",
 )
 @click.option(
     "--since",
@@ -88,6 +105,9 @@ def tail(
     ca_file: str | None,
     config_path: str | None,
     nick: str | None,
+    publisher: str | None,
+    publisher_jid: str | None,
+    allow_unmoderated: bool,
     wikis: tuple[str, ...],
     types: tuple[str, ...],
     namespaces: tuple[int, ...],
@@ -108,6 +128,12 @@ def tail(
         account = resolve_account(
             jid=jid, password=password, host=host, port=port, ca_file=ca_file, config=config_path
         )
+        trust = resolve_trust(
+            publisher=publisher,
+            publisher_jid=publisher_jid,
+            allow_unmoderated=allow_unmoderated,
+            config=config_path,
+        )
         since_time = parse_since(since) if since else None
         where = _filter(
             wikis, types, namespaces, no_bots, users, title_regex, min_change, max_change
@@ -116,7 +142,12 @@ def tail(
         _fail(str(exc), 2)
     colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     output = _Output(as_json=as_json, colour=colour, count=count)
-    options: dict[str, Any] = {"nick": nick, "since": since_time, "state_file": state_file}
+    options: dict[str, Any] = {
+        "nick": nick,
+        "since": since_time,
+        "state_file": state_file,
+        "trust": trust,
+    }
     try:
         asyncio.run(_tail(account, rooms, where, output, options))
     except RCClientError as exc:
@@ -191,6 +222,7 @@ async def _tail(
     if main_task is not None:
         loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
     since: datetime | None = options["since"]
+    trust: Trust = options["trust"]
     client = RCClient(
         account.jid,
         account.password,
@@ -201,6 +233,9 @@ async def _tail(
         nick=options["nick"],
         since=since,
         state_file=options["state_file"],
+        publisher=trust.publisher,
+        publisher_jid=trust.publisher_jid,
+        require_moderated=trust.require_moderated,
     )
     if not where.empty:
         client.register_filter(where)
@@ -213,7 +248,9 @@ async def _tail(
                 click.echo(f"rcclient: gap in {event.room}: {event.reason}", err=True)
                 continue
             if output.as_json:
-                line = json.dumps(change_to_json(event.change), ensure_ascii=False)
+                data = change_to_json(event.change)
+                data["room"] = event.room  # which room said it (EventStreams has no such key)
+                line = json.dumps(data, ensure_ascii=False)
             else:
                 line = _text_line(event.change, output.colour)
             sys.stdout.write(line + "\n")

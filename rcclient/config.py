@@ -11,9 +11,15 @@ used when it exists)::
     port = 5222                 # optional
     ca_file = "ca.pem"          # optional, relative to the config file
 
+    [trust]                     # optional: who may speak for the rooms
+    publisher = "rcbot"         # the bridge's nick in its rooms (the default)
+    publisher_jid = "bridge@example.org"  # optional; checked where rooms show real JIDs
+    require_moderated = true    # refuse rooms that are not moderated (the default)
+
 A flag beats the environment (``RCCLIENT_JID``, ``RCCLIENT_PASSWORD``,
 ``RCCLIENT_HOST``, ``RCCLIENT_PORT``, ``RCCLIENT_CA_FILE``), which beats the
-file.
+file. For ``[trust]``, a flag (``--publisher``, ``--publisher-jid``,
+``--allow-unmoderated``) beats the file.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from typing import Any
 __all__ = [
     "Account",
     "ConfigError",
+    "Trust",
     "account_from_arguments",
     "add_account_arguments",
     "default_config_path",
     "parse_since",
     "resolve_account",
+    "resolve_trust",
 ]
 
 ENV_PREFIX = "RCCLIENT_"
@@ -54,15 +62,25 @@ class Account:
     ca_file: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """Whom to believe in the rooms: `RCClient`'s ``publisher``, ``publisher_jid``
+    and ``require_moderated``."""
+
+    publisher: str = "rcbot"
+    publisher_jid: str | None = None
+    require_moderated: bool = True
+
+
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "rcclient.toml"
 
 
-def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file not found: {path}") from None
@@ -71,6 +89,56 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _config_path(
+    config: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[Path, bool]:
+    """The config file to read, and whether it was named (then it must exist)."""
+    explicit = config is not None or bool(env.get(f"{ENV_PREFIX}CONFIG"))
+    path = Path(config or env.get(f"{ENV_PREFIX}CONFIG") or default_config_path(env))
+    return path.expanduser(), explicit
+
+
+def _load_trust(path: Path, explicit: bool) -> dict[str, Any]:
+    data = _read_toml(path, explicit)
+    trust = data.get("trust", {})
+    if not isinstance(trust, dict):
+        raise ConfigError(f"{path}: [trust] must be a table")
+    unknown = sorted(set(trust) - {"publisher", "publisher_jid", "require_moderated"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key trust.{unknown[0]}")
+    for key in ("publisher", "publisher_jid"):
+        if key in trust and (not isinstance(trust[key], str) or not trust[key]):
+            raise ConfigError(f"{path}: trust.{key} must be a non-empty string")
+    if "require_moderated" in trust and not isinstance(trust["require_moderated"], bool):
+        raise ConfigError(f"{path}: trust.require_moderated must be true or false")
+    return dict(trust)
+
+
+def resolve_trust(
+    *,
+    publisher: str | None = None,
+    publisher_jid: str | None = None,
+    allow_unmoderated: bool = False,
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Trust:
+    """Whom to believe, from flags (the arguments) and the config file's ``[trust]``."""
+    env = os.environ if environ is None else environ
+    file = _load_trust(*_config_path(config, env))
+    if publisher is not None and not publisher:
+        raise ConfigError("--publisher: give the bridge's nick in its rooms")
+    require = bool(file.get("require_moderated", True)) and not allow_unmoderated
+    return Trust(
+        publisher=publisher or file.get("publisher") or "rcbot",
+        publisher_jid=publisher_jid or file.get("publisher_jid"),
+        require_moderated=require,
+    )
+
+
+def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    data = _read_toml(path, explicit)
     account = data.get("account", {})
     if not isinstance(account, dict):
         raise ConfigError(f"{path}: [account] must be a table")
@@ -104,9 +172,8 @@ def resolve_account(
 ) -> Account:
     """The account from flags (the arguments), the environment and the config file."""
     env = os.environ if environ is None else environ
-    explicit = config is not None or bool(env.get(f"{ENV_PREFIX}CONFIG"))
-    path = Path(config or env.get(f"{ENV_PREFIX}CONFIG") or default_config_path(env))
-    file = _load_file(path.expanduser(), explicit)
+    path, explicit = _config_path(config, env)
+    file = _load_file(path, explicit)
 
     def pick(flag: Any, name: str) -> Any:
         if flag is not None:
