@@ -183,3 +183,42 @@ async def test_resume_after_the_program_is_restarted(
     assert second == [9, 10, 11, 12]  # where the first run stopped: none twice, none lost
     saved = json.loads(state.read_text())
     assert saved["rooms"][room]["recent"][-1] == f"{wiki}/12"
+
+
+async def test_tail_trusts_only_the_publisher_and_names_the_room(prosody: ProsodyServer) -> None:
+    from tests.rcclient.rooms import MODERATED, UNMODERATED, occupant, payload
+
+    wiki = "clitrustwiki"
+    real, forged = room_of(prosody, "cli-trust-real"), room_of(prosody, "cli-trust-forged")
+    async with (
+        occupant(prosody, "rcbot", real, "rcbot", config=MODERATED) as publisher,
+        occupant(prosody, "intruder", forged, "intruder", config=UNMODERATED) as forger,
+    ):
+        await forger.post(*(payload(change(wiki, n, title="FORGED")) for n in (1, 2)))
+        await publisher.post(*(payload(change(wiki, n)) for n in (1, 2)))
+        base = ["tail", *account_args(prosody), "--json", "--since", "1h", "--count", "2"]
+
+        status, out, err = await run_cli(*base, forged, real)  # refused by default
+        assert (status, out) == (1, "")
+        assert err.startswith(f"rcclient: {forged} is not moderated: ")
+        assert err.count("\n") == 1
+
+        status, out, err = await run_cli(*base, "--allow-unmoderated", forged, real)
+        assert status == 0
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [(x["room"], x["id"], x["title"]) for x in lines] == [
+            (real, 1, "Page 1"),
+            (real, 2, "Page 2"),
+        ]
+        assert change_from_json(lines[0]) == change(wiki, 1)  # "room" is an extra key
+        assert f"{forged} is NOT moderated" in err
+        assert f"dropped a change in {forged}: sent by 'intruder', not by the publisher" in err
+
+        # Whoever is named the publisher is the one believed.
+        args = [*base, "--allow-unmoderated", "--publisher", "intruder", forged]
+        status, out, err = await run_cli(*args)
+        assert status == 0
+        assert [(json.loads(x)["room"], json.loads(x)["title"]) for x in out.splitlines()] == [
+            (forged, "FORGED"),
+            (forged, "FORGED"),
+        ]

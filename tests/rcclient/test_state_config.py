@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rcclient.config import ConfigError, parse_since, resolve_account
+from rcclient.config import ConfigError, Trust, parse_since, resolve_account, resolve_trust
 from rcclient.state import RECENT, StateError, StateFile
 
 ROOM = "enwiki@conference.example.org"
@@ -128,3 +128,36 @@ def test_account_errors(tmp_path: Path) -> None:
         resolve_account(config=bad, environ=env)
     with pytest.raises(ConfigError, match="CA file not found"):
         resolve_account(jid="a@b", password="p", ca_file=str(tmp_path / "no.pem"), environ=env)
+
+
+def test_trust_from_flags_and_the_config_file(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert resolve_trust(environ=env) == Trust("rcbot", None, True)  # no file: safe defaults
+    config = tmp_path / "rcclient.toml"
+    config.write_text(
+        '[account]\njid = "a@b"\n[trust]\npublisher = "feedbot"\n'
+        'publisher_jid = "bridge@example.org/x"\nrequire_moderated = false\n'
+    )
+    assert resolve_trust(environ=env) == Trust("feedbot", "bridge@example.org/x", False)
+    assert resolve_trust(publisher="rc", publisher_jid="b@c", environ=env) == Trust(
+        "rc", "b@c", False
+    )
+    config.write_text("[trust]\nrequire_moderated = true\n")
+    assert resolve_trust(allow_unmoderated=True, environ=env).require_moderated is False
+    assert resolve_account(jid="a@b", password="p", environ=env).jid == "a@b"  # [trust] is fine
+
+
+def test_trust_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    for text, message in [
+        ("[trust]\nnick = 'x'\n", r"unknown key trust\.nick"),
+        ("[trust]\npublisher = ''\n", r"trust\.publisher must be a non-empty string"),
+        ("[trust]\nrequire_moderated = 'no'\n", r"trust\.require_moderated must be true or false"),
+        ("trust = 3\n", r"\[trust\] must be a table"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            resolve_trust(config=bad, environ=env)
+    with pytest.raises(ConfigError, match="--publisher"):
+        resolve_trust(publisher="", environ=env)
