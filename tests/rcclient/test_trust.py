@@ -11,6 +11,7 @@ rooms that are not moderated, and survive a stored value that overflows.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,3 +148,30 @@ async def test_an_overflowing_timestamp_is_a_decode_error_live_and_in_catch_up(
     assert [(d.change.rcid, d.replayed) for d in seen.deliveries] == [(2, True), (4, False)]
     assert client.decode_errors == 2
     assert client.connections == 1  # the bad value never cost the session
+
+
+async def test_saved_recent_ids_of_one_room_do_not_hide_another_rooms_changes(
+    prosody: ProsodyServer, tmp_path: Path
+) -> None:
+    wiki = "staterecentwiki"
+    first, second = room(prosody, "trust-state-a"), room(prosody, "trust-state-b")
+    state = tmp_path / "state.json"
+    # A previous run handed out staterecentwiki/1 from the first room (a forger's room,
+    # say): that must not stop the same id from being handed out from the second.
+    state.write_text(
+        json.dumps({"version": 1, "rooms": {first: {"archive_id": None, "recent": [f"{wiki}/1"]}}})
+    )
+    async with (
+        occupant(prosody, "rcbot", first, "rcbot", config=MODERATED) as one,
+        occupant(prosody, "rcbot", second, "rcbot", config=MODERATED) as other,
+    ):
+        client = reader(prosody, [first, second], state_file=state)
+        async with client, Collector(client) as seen:
+            await one.post(payload(change(wiki, 1)))  # already handed out from this room
+            await other.post(payload(change(wiki, 1)))
+            await seen.wait_count(1)
+            await asyncio.sleep(0.3)
+    assert seen.seen() == [(second, f"{wiki}/1", "Page 1")]
+    assert client.duplicates == 1
+    saved = json.loads(state.read_text())["rooms"]
+    assert saved[second]["recent"] == [f"{wiki}/1"]
