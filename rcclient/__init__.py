@@ -6,6 +6,10 @@
 - `ChangeFilter`: keyword and callable filters combined as all / any / none;
 - `Delivery`, `Gap`: what the client hands out; `RecentChange`: the change;
 - `NodeReader`: the same changes from a PubSub node instead of a room.
+
+Only the bridge speaks for a room: `RCClient` believes changes from the
+publisher's nick (``publisher``, default ``rcbot``) holding the owner
+affiliation, in moderated rooms; everything else is dropped and counted.
 """
 
 from xmlrc.wire import RecentChange

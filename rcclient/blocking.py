@@ -182,8 +182,10 @@ def iter_changes(
     ``bot``, ``user``, ``title``, ``min_change``..., see `rcclient.filters`)
     and positional callables filter the changes; the other keyword
     arguments go to `RCClient` (``host``, ``port``, ``ca_file``,
-    ``state_file``, ``since``...). Raises `RCClientError` at once when the
-    client cannot connect or join. A `Gap` goes to ``on_gap`` (called in the
+    ``state_file``, ``since``, ``publisher``, ``publisher_jid``,
+    ``require_moderated``...). Raises `RCClientError` at once when the
+    client cannot connect or join (a room that is not moderated included,
+    unless ``require_moderated=False``). A `Gap` goes to ``on_gap`` (called in the
     iterating thread), or is logged as a warning.
     """
     conditions, client_options = split_filter_options(options)
