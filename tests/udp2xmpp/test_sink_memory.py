@@ -192,3 +192,24 @@ async def test_stop_cancels_every_room_task(make_sink: Any) -> None:
     before = len(asyncio.all_tasks())
     await sink.stop()
     assert len(asyncio.all_tasks()) <= before - 40
+
+
+async def test_a_write_on_a_closed_stream_loses_nothing(make_sink: Any) -> None:
+    """The socket can go between the online check and the write: the batch goes back."""
+    sink, link = make_sink()
+    link.come_online()
+    broken = True
+    real_write = link.write
+
+    def write(texts: list[str]) -> None:
+        nonlocal broken
+        if broken:
+            broken = False
+            raise ConnectionError("closed")
+        real_write(texts)
+
+    link.write = write  # type: ignore[method-assign]
+    for rcid in range(1, 4):
+        sink.submit(ROOM, item(rcid))
+    await wait_for(lambda: sink.stats.confirmed == 3, 5, "confirmation")
+    assert link.delivered[ROOM.jid] == ["enwiki/1", "enwiki/2", "enwiki/3"]

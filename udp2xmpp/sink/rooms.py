@@ -355,7 +355,13 @@ class RoomSink:
                 batch.append(self._message(channel, group))
                 sent.append(group)
             if batch:
-                self.link.write(batch)
+                try:
+                    self.link.write(batch)
+                except ConnectionError:  # the stream went under us: nothing left
+                    for items in reversed(sent):
+                        pending.queue.extendleft(reversed(items))
+                    await asyncio.sleep(0.05)
+                    continue
                 for items in sent:
                     pending.mark_sent(items)
                 self._count_published(channel, sent)

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from xmlrc.xmpp import JoinError, Outbox, PingResult, Session, muc
 from xmlrc.xmpp.selfping import self_ping
@@ -70,7 +71,8 @@ class XmppLink:
 
     @property
     def online(self) -> bool:
-        return self.session.online
+        # The socket can be gone a moment before the session notices (an abort).
+        return self.session.online and self.session.client.transport is not None
 
     @property
     def sender(self) -> str | None:
@@ -79,13 +81,19 @@ class XmppLink:
         return f"{sender}/{self.nick}" if sender else None
 
     async def wait_online(self) -> None:
-        await self.session.wait_online()
+        while not self.online:
+            await self.session.wait_online()
+            if not self.online:  # the socket went and the session has not noticed yet
+                await asyncio.sleep(0.05)
 
     def delay(self, size: int) -> float:
         return self.outbox.delay(size)
 
     def write(self, texts: list[str]) -> None:
-        self.outbox.write(texts)
+        try:
+            self.outbox.write(texts)
+        except NotConnectedError as exc:
+            raise ConnectionError("the XMPP stream is closed") from exc
 
     def drop(self, reason: str) -> None:
         self.session.drop(reason)
