@@ -53,7 +53,11 @@ class EjabberdServer(ThrowawayServer):
         host: str = "127.0.0.1",
         start_timeout: float = 60.0,
         stop_timeout: float = 15.0,
+        room_creators: tuple[str, ...] | None = None,
     ) -> None:
+        """``room_creators``: the bare JIDs allowed to create rooms (the shipped
+        examples/ejabberd.yml: the bridge alone); None: every local account."""
+        self._room_creators = room_creators
         if not Path(_EJABBERDCTL).exists() or shutil.which("erl") is None:
             raise RuntimeError("ejabberd is not installed: apt-get install ejabberd")
         if shutil.which("openssl") is None:
@@ -260,7 +264,14 @@ class EjabberdServer(ThrowawayServer):
 
     def _write_config(self) -> None:
         # No shaper anywhere (the stock c2s shaper allows 3,000 B/s); no MAM;
-        # every local account may create rooms (acl "local" must be defined).
+        # every local account may create rooms (acl "local" must be defined),
+        # or only `room_creators`, as examples/ejabberd.yml has it.
+        creators = "local"
+        creators_acl = ""
+        if self._room_creators is not None:
+            creators = "xmlrc_bridge"
+            users = "".join(f'\n      - "{jid}"' for jid in self._room_creators)
+            creators_acl = f"\n  xmlrc_bridge:\n    user:{users}"
         (self._dir / "ejabberd.yml").write_text(
             f"""\
 hosts:
@@ -282,14 +293,14 @@ acl:
     user_regexp: ""
   loopback:
     ip:
-      - 127.0.0.0/8
+      - 127.0.0.0/8{creators_acl}
 access_rules:
   local:
     allow: local
   c2s:
     allow: all
   muc_create:
-    allow: local
+    allow: {creators}
 api_permissions:
   "console commands":
     from:

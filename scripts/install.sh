@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the project needs to build, test and run its demo:
 #   1. Debian packages (Prosody for the test server, SQLite for its MUC log,
-#      openssl for its certificate, Python with venv and headers);
+#      openssl for its certificate, ejabberd for the tests and benchmarks that
+#      check the bridge on a second server, Python with venv and headers);
 #   2. a virtualenv in .venv with the project installed editable, plus its
 #      test tools.
 # Idempotent, and quick when everything is already there: apt is only used
@@ -11,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl python3 python3-venv python3-dev)
+APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl ejabberd python3 python3-venv python3-dev)
 VENV=.venv
 
 say() { printf 'install: %s\n' "$*"; }

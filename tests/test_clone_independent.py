@@ -39,6 +39,8 @@ def test_the_scan_sees_the_project() -> None:
 def test_no_tracked_file_names_this_checkout_or_an_absolute_venv() -> None:
     offenders = []
     for path in tracked_text_files():
+        if path == Path(__file__).resolve():
+            continue  # this file spells the pattern out on purpose
         text = path.read_text(encoding="utf-8", errors="replace")
         if str(ROOT) in text or ABSOLUTE_VENV.search(text):
             offenders.append(path.relative_to(ROOT).as_posix())
