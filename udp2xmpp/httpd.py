@@ -17,14 +17,17 @@ It cannot take the bridge down (``[http]`` limits):
   not read its response), ``reason="too_long"``;
 - when the process is out of file descriptors, asyncio's "accept() out of
   system resource" error is logged a few times a minute, not once per retry.
+
+This module does not import the bridge (which imports it): it reads a
+`Monitored`, the few attributes of a bridge it needs, checked by type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -32,11 +35,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from .config import HttpSettings
-from .throttled_log import RateLimitedLog
+from xmlrc.xmpp import Session
 
-if TYPE_CHECKING:
-    from .bridge import Bridge
+from .config import BridgeConfig, HttpSettings
+from .sink.rooms import RoomSink
+from .source.edge import EdgeGuard
+from .source.udp import UdpSource
+from .throttled_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,22 @@ log = logging.getLogger(__name__)
 _ACCEPT_ERROR = "socket.accept() out of system resource"
 
 
-def health(bridge: Bridge) -> tuple[bool, dict[str, Any]]:
+class Monitored(Protocol):
+    """What the ops listener reads of a bridge: its parts' state, never changed."""
+
+    @property
+    def config(self) -> BridgeConfig: ...
+    @property
+    def sink(self) -> RoomSink: ...
+    @property
+    def session(self) -> Session: ...
+    @property
+    def sources(self) -> Sequence[UdpSource]: ...
+    @property
+    def edge(self) -> EdgeGuard: ...
+
+
+def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
     """Whether the bridge is doing its job, and the details /healthz shows.
 
     ``degraded`` (503 too): connected, but some room is refused (not the bridge's,
@@ -216,7 +236,7 @@ class OpsServer:
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: Monitored,
         registry: CollectorRegistry,
         host: str,
         port: int,

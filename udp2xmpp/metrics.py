@@ -6,6 +6,9 @@ so counting costs nothing more than it did. Two things are recorded as
 they happen, by the sink's ``on_published`` hook: the changes published per
 room and the delay from a change's timestamp to its publication
 (`PublishMetrics`). Each bridge has its own `CollectorRegistry`.
+
+This module does not import the bridge (which imports it): the collector reads
+an `Observed`, the few attributes of a bridge it needs, checked by type.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import asyncio
 import dataclasses
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -27,11 +30,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from xmlrc.wire import RecentChange, RejectReason
+from xmlrc.xmpp import Session
 
 from .route import RoutingError, UnknownWikiError
-
-if TYPE_CHECKING:
-    from .bridge import Bridge
+from .sink.rooms import RoomSink
+from .source.edge import EdgeGuard
+from .source.udp import UdpSource
 
 #: The bridge's own intake reasons (kept here, not imported: bridge imports this module).
 INTAKE_REASONS = ("unencodable", "stanza_too_large", "too_many_rooms")
@@ -97,10 +101,48 @@ class PublishMetrics:
         self.delay.observe(delay if delay > 0.0 else 0.0)
 
 
+class IntakeCounts(Protocol):
+    """The intake counters a collector reads (the bridge's `BridgeStats`)."""
+
+    @property
+    def received(self) -> int: ...
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def rejected(self) -> Mapping[str, int]: ...
+
+
+class MetricsSource(Protocol):
+    """A part with counters of its own (the watch service, the PubSub publisher)."""
+
+    def collect_metrics(self) -> Iterator[Metric]: ...
+
+
+class Observed(Protocol):
+    """What `BridgeCollector` reads of a bridge: its counters and parts, never changed."""
+
+    @property
+    def stats(self) -> IntakeCounts: ...
+    @property
+    def sink(self) -> RoomSink: ...
+    @property
+    def publish_metrics(self) -> PublishMetrics: ...
+    @property
+    def session(self) -> Session: ...
+    @property
+    def sources(self) -> Sequence[UdpSource]: ...
+    @property
+    def edge(self) -> EdgeGuard: ...
+    @property
+    def subscriptions(self) -> MetricsSource | None: ...
+    @property
+    def pubsub(self) -> MetricsSource | None: ...
+
+
 class BridgeCollector(Collector):
     """Everything the bridge counts, as metric families, computed when scraped."""
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Observed) -> None:
         self.bridge = bridge
 
     def collect(self) -> Iterator[Metric]:
@@ -242,7 +284,7 @@ class BridgeCollector(Collector):
                 yield from extra.collect_metrics()
 
 
-def make_registry(bridge: Bridge) -> CollectorRegistry:
+def make_registry(bridge: Observed) -> CollectorRegistry:
     """A registry of the bridge's own (not the global one), with the process metrics."""
     registry = CollectorRegistry()
     registry.register(BridgeCollector(bridge))

@@ -19,6 +19,11 @@ ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,127}")
 
 UnknownWikis = Literal["create", "drop"]
 
+#: The default room name template and room description (``rooms.room``,
+#: ``rooms.description``); `RoomSettings` and `Router` both take them from here.
+DEFAULT_ROOM = "{wiki}"
+DEFAULT_DESCRIPTION = "Recent changes of {wiki}, from xmlrc"
+
 
 class RoutingError(ValueError):
     """A change cannot be routed (its room name would not be a safe localpart)."""

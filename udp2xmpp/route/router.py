@@ -13,6 +13,9 @@ configured MUC service, nor a room the config reserves for something else
 Everything that does not depend on the change is worked out once, in the
 constructor, per known wiki (and cached per unknown wiki), so `route` costs a
 dict lookup plus the filters that could apply to that wiki.
+
+`Router.from_settings` takes any `RoomsConfig` (the config's `RoomSettings` is
+one), so this module does not import the config module, which imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from xmlrc.filters import Conditions
@@ -28,6 +31,8 @@ from xmlrc.wire import RecentChange
 from xmlrc.wire.model import FIELD_NAMES
 
 from .model import (
+    DEFAULT_DESCRIPTION,
+    DEFAULT_ROOM,
     ROOM_NAME,
     RoomSpec,
     RoutingError,
@@ -35,9 +40,6 @@ from .model import (
     UnknownWikiError,
     WikiOverride,
 )
-
-if TYPE_CHECKING:
-    from ..config import RoomSettings
 
 ALL_ROOM_TITLE = "All wikis"
 ALL_ROOM_DESCRIPTION = "Recent changes of every wiki, from xmlrc"
@@ -57,12 +59,29 @@ class _Plan:
     fill: tuple[tuple[str, str], ...]
 
 
+class RoomsConfig(Protocol):
+    """The ``[rooms]`` values a router is built from (`udp2xmpp.config.RoomSettings`)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def room(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def wikis(self) -> Iterable[str]: ...
+    @property
+    def routing(self) -> RoutingSettings: ...
+
+
 class Router:
+    """Decides the rooms each change goes to, from the rooms config, worked out up front."""
+
     def __init__(
         self,
         service: str,
-        template: str = "{wiki}",
-        description: str = "Recent changes of {wiki}, from xmlrc",
+        template: str = DEFAULT_ROOM,
+        description: str = DEFAULT_DESCRIPTION,
         *,
         known_wikis: Iterable[str] = (),
         routing: RoutingSettings | None = None,
@@ -151,7 +170,7 @@ class Router:
         """Every room the config names: the bridge creates and joins them at startup."""
 
     @classmethod
-    def from_settings(cls, rooms: RoomSettings) -> Router:
+    def from_settings(cls, rooms: RoomsConfig) -> Router:
         return cls(
             rooms.service,
             rooms.room,
