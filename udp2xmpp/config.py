@@ -3,13 +3,17 @@
 A bad value stops startup with a `ConfigError` that names the key
 (``udp.listen: ...``). Secrets can come from the file, a file named in it,
 or the environment, so the config itself can be world-readable.
+
+Every default is stated once, in the settings dataclasses below; the parse
+functions read it from there (`_default`), never repeat it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,15 @@ from slixmpp.jid import JID, InvalidJID
 
 from xmlrc.wire.coerce import WIKI_ID
 
-from .route.model import ROOM_NAME, RoutingSettings
+from .route.model import DEFAULT_DESCRIPTION, DEFAULT_ROOM, ROOM_NAME, RoutingSettings
 from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing
+from .source.allow import LOOPBACK, parse_network
 
 PASSWORD_ENV = "UDP2XMPP_PASSWORD"  # noqa: S105 - a variable name, not a password
 #: Where udp.secret comes from when the config names none (optional).
 SECRET_ENV = "UDP2XMPP_SECRET"  # noqa: S105 - a variable name, not a secret
+#: The default xmpp.port in component mode (XEP-0114); in client mode, `XmppSettings.port`.
+COMPONENT_PORT = 5347
 
 
 class ConfigError(ValueError):
@@ -31,9 +38,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class XmppSettings:
+    """``[xmpp]``: the account or component the bridge connects as, and its keepalive."""
+
     jid: str
     password: str = field(repr=False)  # never in a log line or traceback
     host: str | None = None
+    #: In client mode; a component's default is `COMPONENT_PORT`.
     port: int = 5222
     ca_file: str | None = None
     #: Off only for throwaway servers on loopback; verification is the default.
@@ -63,6 +73,8 @@ class RateLimitSettings:
 
 @dataclass(frozen=True, slots=True)
 class UdpSettings:
+    """``[udp]``: where datagrams are received, and the edge checks on each one."""
+
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9390),)
     #: Kernel receive buffer to ask for; a burst waits there while we work.
     receive_buffer: int = 32 * 1024 * 1024
@@ -70,7 +82,7 @@ class UdpSettings:
     reuse_port: bool = True
     max_datagram: int = 65507
     #: Source networks allowed to send (CIDR); others are dropped (reason not_allowed).
-    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    allow: tuple[str, ...] = LOOPBACK
     #: Shared secret of signed datagrams (HMAC-SHA256); never printed.
     secret: str | None = field(default=None, repr=False)
     require_signature: bool = False
@@ -85,10 +97,12 @@ class UdpSettings:
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
+    """``[rooms]``: the MUC service, room names, the bridge's nick, and routing."""
+
     service: str
-    room: str = "{wiki}"
+    room: str = DEFAULT_ROOM
     nick: str = "rcbot"
-    description: str = "Recent changes of {wiki}, from xmlrc"
+    description: str = DEFAULT_DESCRIPTION
     #: Known wikis (default rooms), created and joined at startup, before their first change.
     wikis: tuple[str, ...] = ()
     #: Unknown-wiki policy, the all-wikis room, [wikis.NAME] overrides, filtered rooms.
@@ -144,6 +158,8 @@ class HttpSettings:
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
+    """``[log]``: how and how much the bridge logs."""
+
     #: "auto" (JSON lines unless stderr is a terminal), "json" or "text".
     format: str = "auto"
     level: str = "info"
@@ -207,6 +223,8 @@ class PubSubSettings:
 
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
+    """A whole validated config: one settings object per section, and where it came from."""
+
     xmpp: XmppSettings
     udp: UdpSettings
     rooms: RoomSettings
@@ -241,7 +259,7 @@ def parse_config(
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
     xmpp = reader.section("xmpp")
     jid_text = reader.text(xmpp, "xmpp.jid")
-    mode = reader.opt_text(xmpp, "xmpp.mode") or "client"
+    mode = reader.opt_text(xmpp, "xmpp.mode") or _default(XmppSettings, "mode")
     if mode not in ("client", "component"):
         raise ConfigError(f'xmpp.mode: must be "client" or "component", got {mode!r}')
     try:
@@ -258,17 +276,20 @@ def parse_config(
         if not ca_path.is_file():
             raise ConfigError(f"xmpp.ca_file: no such file: {ca_path}")
         ca_file = str(ca_path)
+    x = functools.partial(_default, XmppSettings)
     xmpp_settings = XmppSettings(
         jid=str(jid),
         password=_password(reader, xmpp, base_dir),
         host=reader.opt_text(xmpp, "xmpp.host"),
-        port=reader.port(xmpp, "xmpp.port", 5222 if mode == "client" else 5347),
+        port=reader.port(xmpp, "xmpp.port", x("port") if mode == "client" else COMPONENT_PORT),
         ca_file=ca_file,
-        verify_tls=reader.flag(xmpp, "xmpp.verify_tls", True),
+        verify_tls=reader.flag(xmpp, "xmpp.verify_tls", x("verify_tls")),
         mode=mode,
-        component_user=reader.opt_text(xmpp, "xmpp.component_user") or "bridge",
-        self_ping_interval=reader.number(xmpp, "xmpp.self_ping_interval", 60.0, low=1.0),
-        ping_timeout=reader.number(xmpp, "xmpp.ping_timeout", 20.0, low=1.0),
+        component_user=reader.opt_text(xmpp, "xmpp.component_user") or x("component_user"),
+        self_ping_interval=reader.number(
+            xmpp, "xmpp.self_ping_interval", x("self_ping_interval"), low=1.0
+        ),
+        ping_timeout=reader.number(xmpp, "xmpp.ping_timeout", x("ping_timeout"), low=1.0),
     )
     reader.no_unknown(
         xmpp,
@@ -278,15 +299,21 @@ def parse_config(
     )
 
     udp = reader.section("udp", required=False)
-    listen_value = udp.get("listen", "127.0.0.1:9390")
-    listens = listen_value if isinstance(listen_value, list) else [listen_value]
-    if not listens:
-        raise ConfigError("udp.listen: needs at least one address")
+    u = functools.partial(_default, UdpSettings)
+    listen: tuple[tuple[str, int], ...] = u("listen")
+    if "listen" in udp:
+        listen_value = udp["listen"]
+        listens = listen_value if isinstance(listen_value, list) else [listen_value]
+        if not listens:
+            raise ConfigError("udp.listen: needs at least one address")
+        listen = tuple(parse_hostport(item, "udp.listen") for item in listens)
     udp_settings = UdpSettings(
-        listen=tuple(parse_hostport(item, "udp.listen") for item in listens),
-        receive_buffer=reader.integer(udp, "udp.receive_buffer", 32 * 1024 * 1024, low=65536),
-        reuse_port=reader.flag(udp, "udp.reuse_port", True),
-        max_datagram=reader.integer(udp, "udp.max_datagram", 65507, low=512, high=65507),
+        listen=listen,
+        receive_buffer=reader.integer(udp, "udp.receive_buffer", u("receive_buffer"), low=65536),
+        reuse_port=reader.flag(udp, "udp.reuse_port", u("reuse_port")),
+        max_datagram=reader.integer(
+            udp, "udp.max_datagram", u("max_datagram"), low=512, high=65507
+        ),
         **_udp_edge(reader, udp, base_dir),
     )
     reader.no_unknown(
@@ -294,7 +321,8 @@ def parse_config(
     )
 
     rooms = reader.section("rooms")
-    template = reader.opt_text(rooms, "rooms.room") or "{wiki}"
+    r = functools.partial(_default, RoomSettings)
+    template = reader.opt_text(rooms, "rooms.room") or r("room")
     if "{wiki}" not in template:
         raise ConfigError("rooms.room: the template must contain {wiki}")
     try:
@@ -304,9 +332,7 @@ def parse_config(
     service = reader.text(rooms, "rooms.service")
     if "@" in service or "/" in service:
         raise ConfigError("rooms.service: a MUC service domain, like conference.example.org")
-    room_description = (
-        reader.opt_text(rooms, "rooms.description") or "Recent changes of {wiki}, from xmlrc"
-    )
+    room_description = reader.opt_text(rooms, "rooms.description") or r("description")
     known_wikis = _wiki_list(rooms.get("wikis", []), "rooms.wikis")
     try:
         routing = parse_routing(
@@ -322,12 +348,12 @@ def parse_config(
     room_settings = RoomSettings(
         service=service,
         room=template,
-        nick=reader.opt_text(rooms, "rooms.nick") or "rcbot",
+        nick=reader.opt_text(rooms, "rooms.nick") or r("nick"),
         description=room_description,
         wikis=known_wikis,
         routing=routing,
         max_unknown_rooms=reader.integer(
-            rooms, "rooms.max_unknown_rooms", _default(RoomSettings, "max_unknown_rooms"), low=0
+            rooms, "rooms.max_unknown_rooms", r("max_unknown_rooms"), low=0
         ),
     )
     reader.no_unknown(
@@ -362,9 +388,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The [udp] keys of the edge: allow, secret, require_signature, rate_limit."""
-    from .source.allow import parse_network
-
-    allow_value = udp.get("allow", ["127.0.0.0/8", "::1/128"])
+    u = functools.partial(_default, UdpSettings)
+    allow_value = udp.get("allow", list(u("allow")))
     if isinstance(allow_value, str):
         allow_value = [allow_value]
     if not isinstance(allow_value, list) or not all(isinstance(a, str) for a in allow_value):
@@ -376,18 +401,22 @@ def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str,
         except ValueError:
             raise ConfigError(f"udp.allow: {item!r} is not a network (CIDR)") from None
     secret = _udp_secret(reader, udp, base_dir)
-    require = reader.flag(udp, "udp.require_signature", False)
+    require = reader.flag(udp, "udp.require_signature", u("require_signature"))
     if require and secret is None:
         raise ConfigError("udp.require_signature: needs udp.secret (or secret_file, secret_env)")
     limits = udp.get("rate_limit", {})
     if not isinstance(limits, dict):
         raise ConfigError("udp.rate_limit: must be a table [udp.rate_limit]")
+    rl = functools.partial(_default, RateLimitSettings)
+    key = "udp.rate_limit."
     rate_limit = RateLimitSettings(
-        enabled=reader.flag(limits, "udp.rate_limit.enabled", True),
-        per_source_rate=reader.number(limits, "udp.rate_limit.per_source_rate", 5000.0, low=0.001),
-        burst=reader.integer(limits, "udp.rate_limit.burst", 20_000, low=1),
-        penalty_seconds=reader.number(limits, "udp.rate_limit.penalty_seconds", 10.0),
-        max_sources=reader.integer(limits, "udp.rate_limit.max_sources", 10_000, low=1),
+        enabled=reader.flag(limits, key + "enabled", rl("enabled")),
+        per_source_rate=reader.number(
+            limits, key + "per_source_rate", rl("per_source_rate"), low=0.001
+        ),
+        burst=reader.integer(limits, key + "burst", rl("burst"), low=1),
+        penalty_seconds=reader.number(limits, key + "penalty_seconds", rl("penalty_seconds")),
+        max_sources=reader.integer(limits, key + "max_sources", rl("max_sources"), low=1),
     )
     reader.no_unknown(
         limits,
@@ -398,8 +427,10 @@ def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str,
         "allow": tuple(allow),
         "secret": secret,
         "require_signature": require,
-        "signature_window": reader.integer(udp, "udp.signature_window", 300, low=1, high=86400),
-        "replay_memory": reader.integer(udp, "udp.replay_memory", 100_000, low=1),
+        "signature_window": reader.integer(
+            udp, "udp.signature_window", u("signature_window"), low=1, high=86400
+        ),
+        "replay_memory": reader.integer(udp, "udp.replay_memory", u("replay_memory"), low=1),
         "replay_state_file": _replay_state_file(reader, udp, base_dir, secret),
         "rate_limit": rate_limit,
     }
@@ -452,30 +483,30 @@ def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | N
 
 def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
     delivery = reader.section("delivery", required=False)
-    d = DeliverySettings()  # the defaults, stated once in the dataclass
+    d = functools.partial(_default, DeliverySettings)
     dead_letter = reader.opt_text(delivery, "delivery.dead_letter_file")
     settings = DeliverySettings(
-        queue_size=reader.integer(delivery, "delivery.queue_size", d.queue_size, low=1),
+        queue_size=reader.integer(delivery, "delivery.queue_size", d("queue_size"), low=1),
         max_queued_bytes=reader.integer(
-            delivery, "delivery.max_queued_bytes", d.max_queued_bytes, low=1024 * 1024
+            delivery, "delivery.max_queued_bytes", d("max_queued_bytes"), low=1024 * 1024
         ),
         max_stanzas_per_second=reader.number(
-            delivery, "delivery.max_stanzas_per_second", d.max_stanzas_per_second, low=0.0
+            delivery, "delivery.max_stanzas_per_second", d("max_stanzas_per_second"), low=0.0
         ),
         max_bytes_per_second=reader.number(
-            delivery, "delivery.max_bytes_per_second", d.max_bytes_per_second, low=0.0
+            delivery, "delivery.max_bytes_per_second", d("max_bytes_per_second"), low=0.0
         ),
         max_unconfirmed=reader.integer(
-            delivery, "delivery.max_unconfirmed", d.max_unconfirmed, low=1
+            delivery, "delivery.max_unconfirmed", d("max_unconfirmed"), low=1
         ),
         changes_per_stanza=reader.integer(
-            delivery, "delivery.changes_per_stanza", d.changes_per_stanza, low=1, high=100
+            delivery, "delivery.changes_per_stanza", d("changes_per_stanza"), low=1, high=100
         ),
         max_stanza_bytes=reader.integer(
-            delivery, "delivery.max_stanza_bytes", d.max_stanza_bytes, low=16384, high=1 << 24
+            delivery, "delivery.max_stanza_bytes", d("max_stanza_bytes"), low=16384, high=1 << 24
         ),
         max_iq_in_flight=reader.integer(
-            delivery, "delivery.max_iq_in_flight", d.max_iq_in_flight, low=1, high=10_000
+            delivery, "delivery.max_iq_in_flight", d("max_iq_in_flight"), low=1, high=10_000
         ),
         dead_letter_file=str((base_dir / dead_letter).resolve()) if dead_letter else None,
     )
@@ -485,20 +516,18 @@ def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
 
 def _http_settings(reader: _Reader) -> HttpSettings:
     http = reader.section("http", required=False)
-    defaults = HttpSettings()  # the defaults live in the dataclass only
+    h = functools.partial(_default, HttpSettings)
     reader.no_unknown(
         http, "http", {"listen", "request_timeout", "max_connections", "max_connection_seconds"}
     )
     return HttpSettings(
         listen=parse_hostport(http["listen"], "http.listen") if "listen" in http else None,
-        request_timeout=reader.number(
-            http, "http.request_timeout", defaults.request_timeout, low=0.1
-        ),
+        request_timeout=reader.number(http, "http.request_timeout", h("request_timeout"), low=0.1),
         max_connections=reader.integer(
-            http, "http.max_connections", defaults.max_connections, low=1, high=100_000
+            http, "http.max_connections", h("max_connections"), low=1, high=100_000
         ),
         max_connection_seconds=reader.number(
-            http, "http.max_connection_seconds", defaults.max_connection_seconds, low=1.0
+            http, "http.max_connection_seconds", h("max_connection_seconds"), low=1.0
         ),
     )
 
@@ -506,10 +535,10 @@ def _http_settings(reader: _Reader) -> HttpSettings:
 def _log_settings(reader: _Reader) -> LogSettings:
     section = reader.section("log", required=False)
     reader.no_unknown(section, "log", {"format", "level"})
-    fmt = reader.opt_text(section, "log.format") or "auto"
+    fmt = reader.opt_text(section, "log.format") or _default(LogSettings, "format")
     if fmt not in LOG_FORMATS:
         raise ConfigError(f"log.format: one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
-    level = reader.opt_text(section, "log.level") or "info"
+    level = reader.opt_text(section, "log.level") or _default(LogSettings, "level")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log.level: one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return LogSettings(format=fmt, level=level)
@@ -522,7 +551,8 @@ _PUBSUB_KEYS = {f.name for f in fields(PubSubSettings)}
 def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSettings:
     section = reader.section("subscriptions", required=False)
     reader.no_unknown(section, "subscriptions", _SUBSCRIPTION_KEYS)
-    enabled = reader.flag(section, "subscriptions.enabled", False)
+    s = functools.partial(_default, SubscriptionSettings)
+    enabled = reader.flag(section, "subscriptions.enabled", s("enabled"))
     database = reader.opt_text(section, "subscriptions.database")
     if database is not None:
         database = str((base_dir / database).resolve())
@@ -533,53 +563,54 @@ def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSetti
             "subscriptions.database: required when enabled "
             "(a file, e.g. /var/lib/udp2xmpp/subscriptions.sqlite)"
         )
-    domains = section.get("allow_domains", [])
+    domains = section.get("allow_domains", list(s("allow_domains")))
     if not isinstance(domains, list) or not all(isinstance(d, str) and d for d in domains):
         raise ConfigError('subscriptions.allow_domains: a list of domains, like ["example.org"]')
     key = "subscriptions."
 
-    def count(name: str, default: int, low: int = 1) -> int:
-        return reader.integer(section, key + name, default, low=low)
+    def count(name: str, low: int = 1) -> int:
+        return reader.integer(section, key + name, s(name), low=low)
 
-    def number(name: str, default: float, low: float) -> float:
-        return reader.number(section, key + name, default, low=low)
+    def number(name: str, low: float) -> float:
+        return reader.number(section, key + name, s(name), low=low)
 
-    jitter = number("digest_jitter", 0.0, 0.0)
+    jitter = number("digest_jitter", 0.0)
     if jitter > 86400:
         raise ConfigError(f"{key}digest_jitter: at most 86400 seconds (a day), got {jitter:g}")
     return SubscriptionSettings(
         enabled=enabled,
         database=database,
-        max_per_user=count("max_per_user", 50),
-        max_filters_per_user=count("max_filters_per_user", 5, low=0),
-        max_filters_per_wiki=count("max_filters_per_wiki", 1000, low=0),
-        max_per_domain=count("max_per_domain", 5000),
-        max_total=count("max_total", 1_000_000),
+        max_per_user=count("max_per_user"),
+        max_filters_per_user=count("max_filters_per_user", low=0),
+        max_filters_per_wiki=count("max_filters_per_wiki", low=0),
+        max_per_domain=count("max_per_domain"),
+        max_total=count("max_total"),
         allow_domains=tuple(d.lower() for d in domains),
-        rate_per_minute=number("rate_per_minute", 10.0, 0.01),
-        burst=count("burst", 10),
-        digest_interval=number("digest_interval", 300.0, 0.1),
-        digest_max_items=count("digest_max_items", 50),
+        rate_per_minute=number("rate_per_minute", 0.01),
+        burst=count("burst"),
+        digest_interval=number("digest_interval", 0.1),
+        digest_max_items=count("digest_max_items"),
         digest_jitter=jitter,
-        daily_limit=count("daily_limit", 1000),
-        bounce_limit=count("bounce_limit", 3),
-        command_rate_per_minute=number("command_rate_per_minute", 30.0, 0.01),
-        command_burst=count("command_burst", 10),
-        command_penalty=number("command_penalty", 60.0, 0.0),
-        queue_size=count("queue_size", 10_000),
+        daily_limit=count("daily_limit"),
+        bounce_limit=count("bounce_limit"),
+        command_rate_per_minute=number("command_rate_per_minute", 0.01),
+        command_burst=count("command_burst"),
+        command_penalty=number("command_penalty", 0.0),
+        queue_size=count("queue_size"),
     )
 
 
 def _pubsub_settings(reader: _Reader) -> PubSubSettings:
     section = reader.section("pubsub", required=False)
     reader.no_unknown(section, "pubsub", _PUBSUB_KEYS)
-    enabled = reader.flag(section, "pubsub.enabled", False)
+    p = functools.partial(_default, PubSubSettings)
+    enabled = reader.flag(section, "pubsub.enabled", p("enabled"))
     service = reader.opt_text(section, "pubsub.service")
     if service is None and enabled:
         raise ConfigError("pubsub.service: required when enabled (e.g. pubsub.example.org)")
     if service is not None and ("@" in service or "/" in service):
         raise ConfigError("pubsub.service: a PubSub service domain, like pubsub.example.org")
-    node = reader.opt_text(section, "pubsub.node") or "{wiki}"
+    node = reader.opt_text(section, "pubsub.node") or p("node")
     try:
         example = node.format(wiki="enwiki").lower()
     except (KeyError, IndexError, ValueError) as exc:
@@ -589,7 +620,7 @@ def _pubsub_settings(reader: _Reader) -> PubSubSettings:
             "pubsub.node: a template with {wiki} giving lower-case letters, digits, '.', '_', '-'"
         )
     all_node = reader.opt_text(section, "pubsub.all_node")
-    all_node = "allwikis" if all_node is None else all_node
+    all_node = p("all_node") if all_node is None else all_node
     if all_node and not ROOM_NAME.fullmatch(all_node):
         raise ConfigError(f"pubsub.all_node: {all_node!r} is not an allowed node name")
     return PubSubSettings(
@@ -597,11 +628,13 @@ def _pubsub_settings(reader: _Reader) -> PubSubSettings:
         service=service,
         node=node,
         all_node=all_node,
-        max_items=reader.integer(section, "pubsub.max_items", 100, low=1, high=100_000),
-        persist_items=reader.flag(section, "pubsub.persist_items", True),
-        max_per_second=reader.number(section, "pubsub.max_per_second", 200.0, low=0.1),
-        window=reader.integer(section, "pubsub.window", 32, low=1, high=10_000),
-        queue_size=reader.integer(section, "pubsub.queue_size", 10_000, low=1),
+        max_items=reader.integer(section, "pubsub.max_items", p("max_items"), low=1, high=100_000),
+        persist_items=reader.flag(section, "pubsub.persist_items", p("persist_items")),
+        max_per_second=reader.number(
+            section, "pubsub.max_per_second", p("max_per_second"), low=0.1
+        ),
+        window=reader.integer(section, "pubsub.window", p("window"), low=1, high=10_000),
+        queue_size=reader.integer(section, "pubsub.queue_size", p("queue_size"), low=1),
     )
 
 
@@ -652,7 +685,12 @@ def _password(reader: _Reader, xmpp: dict[str, Any], base_dir: Path) -> str:
 
 def _default(cls: type, name: str) -> Any:
     """A settings field's default, as its dataclass states it (the one place it is said)."""
-    return cls.__dataclass_fields__[name].default  # type: ignore[attr-defined]
+    spec = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    if spec.default is not MISSING:
+        return spec.default
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    raise TypeError(f"{cls.__name__}.{name} has no default")
 
 
 class _Reader:
