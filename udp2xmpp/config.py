@@ -5,7 +5,7 @@ A bad value stops startup with a `ConfigError` that names the key
 or the environment, so the config itself can be world-readable.
 
 Every default is stated once, in the settings dataclasses below; the parse
-functions read it from there (`_default`), never repeat it.
+functions read it from there (`settings_default`), never repeat it.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def parse_config(
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
     xmpp = reader.section("xmpp")
     jid_text = reader.text(xmpp, "xmpp.jid")
-    mode = reader.opt_text(xmpp, "xmpp.mode") or _default(XmppSettings, "mode")
+    mode = reader.opt_text(xmpp, "xmpp.mode") or settings_default(XmppSettings, "mode")
     if mode not in ("client", "component"):
         raise ConfigError(f'xmpp.mode: must be "client" or "component", got {mode!r}')
     try:
@@ -276,7 +276,7 @@ def parse_config(
         if not ca_path.is_file():
             raise ConfigError(f"xmpp.ca_file: no such file: {ca_path}")
         ca_file = str(ca_path)
-    x = functools.partial(_default, XmppSettings)
+    x = functools.partial(settings_default, XmppSettings)
     xmpp_settings = XmppSettings(
         jid=str(jid),
         password=_password(reader, xmpp, base_dir),
@@ -299,7 +299,7 @@ def parse_config(
     )
 
     udp = reader.section("udp", required=False)
-    u = functools.partial(_default, UdpSettings)
+    u = functools.partial(settings_default, UdpSettings)
     listen: tuple[tuple[str, int], ...] = u("listen")
     if "listen" in udp:
         listen_value = udp["listen"]
@@ -321,7 +321,7 @@ def parse_config(
     )
 
     rooms = reader.section("rooms")
-    r = functools.partial(_default, RoomSettings)
+    r = functools.partial(settings_default, RoomSettings)
     template = reader.opt_text(rooms, "rooms.room") or r("room")
     if "{wiki}" not in template:
         raise ConfigError("rooms.room: the template must contain {wiki}")
@@ -388,7 +388,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The [udp] keys of the edge: allow, secret, require_signature, rate_limit."""
-    u = functools.partial(_default, UdpSettings)
+    u = functools.partial(settings_default, UdpSettings)
     allow_value = udp.get("allow", list(u("allow")))
     if isinstance(allow_value, str):
         allow_value = [allow_value]
@@ -407,7 +407,7 @@ def _udp_edge(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> dict[str,
     limits = udp.get("rate_limit", {})
     if not isinstance(limits, dict):
         raise ConfigError("udp.rate_limit: must be a table [udp.rate_limit]")
-    rl = functools.partial(_default, RateLimitSettings)
+    rl = functools.partial(settings_default, RateLimitSettings)
     key = "udp.rate_limit."
     rate_limit = RateLimitSettings(
         enabled=reader.flag(limits, key + "enabled", rl("enabled")),
@@ -483,7 +483,7 @@ def _udp_secret(reader: _Reader, udp: dict[str, Any], base_dir: Path) -> str | N
 
 def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
     delivery = reader.section("delivery", required=False)
-    d = functools.partial(_default, DeliverySettings)
+    d = functools.partial(settings_default, DeliverySettings)
     dead_letter = reader.opt_text(delivery, "delivery.dead_letter_file")
     settings = DeliverySettings(
         queue_size=reader.integer(delivery, "delivery.queue_size", d("queue_size"), low=1),
@@ -516,7 +516,7 @@ def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
 
 def _http_settings(reader: _Reader) -> HttpSettings:
     http = reader.section("http", required=False)
-    h = functools.partial(_default, HttpSettings)
+    h = functools.partial(settings_default, HttpSettings)
     reader.no_unknown(
         http, "http", {"listen", "request_timeout", "max_connections", "max_connection_seconds"}
     )
@@ -535,10 +535,10 @@ def _http_settings(reader: _Reader) -> HttpSettings:
 def _log_settings(reader: _Reader) -> LogSettings:
     section = reader.section("log", required=False)
     reader.no_unknown(section, "log", {"format", "level"})
-    fmt = reader.opt_text(section, "log.format") or _default(LogSettings, "format")
+    fmt = reader.opt_text(section, "log.format") or settings_default(LogSettings, "format")
     if fmt not in LOG_FORMATS:
         raise ConfigError(f"log.format: one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
-    level = reader.opt_text(section, "log.level") or _default(LogSettings, "level")
+    level = reader.opt_text(section, "log.level") or settings_default(LogSettings, "level")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log.level: one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return LogSettings(format=fmt, level=level)
@@ -551,7 +551,7 @@ _PUBSUB_KEYS = {f.name for f in fields(PubSubSettings)}
 def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSettings:
     section = reader.section("subscriptions", required=False)
     reader.no_unknown(section, "subscriptions", _SUBSCRIPTION_KEYS)
-    s = functools.partial(_default, SubscriptionSettings)
+    s = functools.partial(settings_default, SubscriptionSettings)
     enabled = reader.flag(section, "subscriptions.enabled", s("enabled"))
     database = reader.opt_text(section, "subscriptions.database")
     if database is not None:
@@ -603,7 +603,7 @@ def _subscription_settings(reader: _Reader, base_dir: Path) -> SubscriptionSetti
 def _pubsub_settings(reader: _Reader) -> PubSubSettings:
     section = reader.section("pubsub", required=False)
     reader.no_unknown(section, "pubsub", _PUBSUB_KEYS)
-    p = functools.partial(_default, PubSubSettings)
+    p = functools.partial(settings_default, PubSubSettings)
     enabled = reader.flag(section, "pubsub.enabled", p("enabled"))
     service = reader.opt_text(section, "pubsub.service")
     if service is None and enabled:
@@ -683,8 +683,12 @@ def _password(reader: _Reader, xmpp: dict[str, Any], base_dir: Path) -> str:
     return value
 
 
-def _default(cls: type, name: str) -> Any:
-    """A settings field's default, as its dataclass states it (the one place it is said)."""
+def settings_default(cls: type, name: str) -> Any:
+    """A settings field's default, as its dataclass states it (the one place it is said).
+
+    Also for the constructors of the parts configured by a section, so their own
+    defaults cannot drift from the config's.
+    """
     spec = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
     if spec.default is not MISSING:
         return spec.default

@@ -38,6 +38,7 @@ from xmlrc.tasks import Supervisor
 from xmlrc.wire import RecentChange, change_to_json
 from xmlrc.xmpp import Verdict
 
+from ..config import DeliverySettings, XmppSettings, settings_default
 from ..route import RoomSpec
 from ..throttled_log import RateLimitedLog
 from .link import EnterFailed, Link, RoomRefused
@@ -103,12 +104,12 @@ class RoomSink:
         self,
         link: Link,
         *,
-        queue_size: int = 100_000,
-        max_queued_bytes: int = 256 * 1024 * 1024,
-        max_unconfirmed: int = 1000,
-        changes_per_stanza: int = 1,
-        max_stanza_bytes: int = 196_608,
-        self_ping_interval: float = 60.0,
+        queue_size: int = settings_default(DeliverySettings, "queue_size"),
+        max_queued_bytes: int = settings_default(DeliverySettings, "max_queued_bytes"),
+        max_unconfirmed: int = settings_default(DeliverySettings, "max_unconfirmed"),
+        changes_per_stanza: int = settings_default(DeliverySettings, "changes_per_stanza"),
+        max_stanza_bytes: int = settings_default(DeliverySettings, "max_stanza_bytes"),
+        self_ping_interval: float = settings_default(XmppSettings, "self_ping_interval"),
         dead_letter_file: str | None = None,
         on_published: Callable[[RoomSpec, RecentChange], None] | None = None,
         on_refused: Callable[[RoomChannel], None] | None = None,

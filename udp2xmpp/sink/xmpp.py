@@ -20,6 +20,7 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 from xmlrc.xmpp import JoinError, Outbox, PingResult, Session, muc
 from xmlrc.xmpp.selfping import self_ping
 
+from ..config import DeliverySettings, settings_default
 from ..route import RoomSpec
 from .link import EnterFailed, LinkEvents, RoomRefused, config_problems, wanted_config
 
@@ -50,7 +51,7 @@ class XmppLink:
         nick: str,
         *,
         timeout: float,
-        max_in_flight: int = 64,
+        max_in_flight: int = settings_default(DeliverySettings, "max_iq_in_flight"),
     ) -> None:
         self.session = session
         self.outbox = outbox

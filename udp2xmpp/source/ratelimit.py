@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ..config import RateLimitSettings, settings_default
+
 #: `SourceRateLimiter.check` answers.
 ALLOW = 0
 PENALIZED = 1  # over its budget just now: ignored from now on, for `penalty` seconds
@@ -26,7 +28,12 @@ class SourceRateLimiter:
     __slots__ = ("_table", "burst", "evictions", "max_sources", "penalties", "penalty", "rate")
 
     def __init__(
-        self, rate: float, burst: float, penalty: float, *, max_sources: int = 10_000
+        self,
+        rate: float,
+        burst: float,
+        penalty: float,
+        *,
+        max_sources: int = settings_default(RateLimitSettings, "max_sources"),
     ) -> None:
         if rate <= 0 or burst < 1 or penalty < 0 or max_sources < 1:
             raise ValueError("need rate > 0, burst >= 1, penalty >= 0, max_sources >= 1")
