@@ -24,6 +24,8 @@ from typing import Any, NoReturn
 import click
 
 from xmlrc.wire import RecentChange, change_to_json, change_to_line
+from xmlrc.xmpp.muc import PUBLISHER_NICK
+from xmlrc.xmpp.session import CLIENT_PORT
 
 from .client import Gap, RCClient, RCClientError
 from .config import Account, ConfigError, Trust, parse_since, resolve_account, resolve_trust
@@ -47,7 +49,7 @@ class _Output:
 @click.option("--jid", help="Your account (or $RCCLIENT_JID, or the config file).")
 @click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
 @click.option("--host", help="Server to connect to (default: the JID's domain).")
-@click.option("--port", type=int, help="Its client port (default 5222).")
+@click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT}).")
 @click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
 @click.option(
     "--config",
@@ -57,7 +59,8 @@ class _Output:
 @click.option("--nick", help="Nickname in the rooms (default: your name and a random suffix).")
 @click.option(
     "--publisher",
-    help="The bridge's nick in the rooms: only its changes are believed (default rcbot).",
+    help="The bridge's nick in the rooms: only its changes are believed "
+    f"(default {PUBLISHER_NICK}).",
 )
 @click.option(
     "--publisher-jid",

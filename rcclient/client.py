@@ -67,8 +67,9 @@ from xmlrc.wire import DecodeError, RecentChange, change_from_element
 from xmlrc.wire.rcxml import RC_TAG
 from xmlrc.xmpp import muc
 from xmlrc.xmpp.archive import ArchivedMessage, query_page
+from xmlrc.xmpp.muc import PUBLISHER_NICK
 from xmlrc.xmpp.selfping import Verdict, self_ping
-from xmlrc.xmpp.session import Backoff, Endpoint, Session, SessionError
+from xmlrc.xmpp.session import CLIENT_PORT, Backoff, Endpoint, Session, SessionError
 
 from .filters import ChangeFilter, FilterType, Predicate, build
 from .state import StateError, StateFile
@@ -268,7 +269,7 @@ class RCClient:
         rooms: Iterable[str],
         *,
         host: str | None = None,
-        port: int = 5222,
+        port: int = CLIENT_PORT,
         ca_file: str | None = None,
         verify_tls: bool = True,
         nick: str | None = None,
@@ -282,7 +283,7 @@ class RCClient:
         reconnect_delay: float = 1.0,
         reconnect_max_delay: float = 60.0,
         catch_up_limit: int = 50_000,
-        publisher: str = "rcbot",
+        publisher: str = PUBLISHER_NICK,
         publisher_jid: str | None = None,
         require_moderated: bool = True,
     ) -> None:

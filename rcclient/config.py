@@ -34,6 +34,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from xmlrc.xmpp.muc import PUBLISHER_NICK
+from xmlrc.xmpp.session import CLIENT_PORT
+
 __all__ = [
     "Account",
     "ConfigError",
@@ -55,10 +58,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Account:
+    """The XMPP account the client logs in with, and where its server is."""
+
     jid: str
     password: str
     host: str | None = None
-    port: int = 5222
+    port: int = CLIENT_PORT
     ca_file: str | None = None
 
 
@@ -67,7 +72,7 @@ class Trust:
     """Whom to believe in the rooms: `RCClient`'s ``publisher``, ``publisher_jid``
     and ``require_moderated``."""
 
-    publisher: str = "rcbot"
+    publisher: str = PUBLISHER_NICK
     publisher_jid: str | None = None
     require_moderated: bool = True
 
@@ -129,9 +134,11 @@ def resolve_trust(
     file = _load_trust(*_config_path(config, env))
     if publisher is not None and not publisher:
         raise ConfigError("--publisher: give the bridge's nick in its rooms")
-    require = bool(file.get("require_moderated", True)) and not allow_unmoderated
+    defaults = Trust()
+    required = file.get("require_moderated", defaults.require_moderated)
+    require = bool(required) and not allow_unmoderated
     return Trust(
-        publisher=publisher or file.get("publisher") or "rcbot",
+        publisher=publisher or file.get("publisher") or defaults.publisher,
         publisher_jid=publisher_jid or file.get("publisher_jid"),
         require_moderated=require,
     )
@@ -201,7 +208,7 @@ def resolve_account(
         )
     raw_port = pick(port, "port")
     try:
-        port_number = int(raw_port) if raw_port is not None else 5222
+        port_number = int(raw_port) if raw_port is not None else CLIENT_PORT
     except ValueError:
         raise ConfigError(f"bad port: {raw_port!r}") from None
     if not 0 < port_number < 65536:
@@ -246,7 +253,7 @@ def add_account_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jid", help="your XMPP account")
     group.add_argument("--password", help="its password")
     group.add_argument("--host", help="server to connect to (default: the JID's domain)")
-    group.add_argument("--port", type=int, help="its client port (default 5222)")
+    group.add_argument("--port", type=int, help=f"its client port (default {CLIENT_PORT})")
     group.add_argument("--ca-file", help="CA certificate (PEM) of the server")
     group.add_argument("--config", help="config file (default ~/.config/rcclient.toml)")
 

@@ -34,7 +34,7 @@ import slixmpp
 from xmlrc.wire import DecodeError, RecentChange, change_from_element
 from xmlrc.wire.rcxml import RC_TAG
 from xmlrc.xmpp import pubsub as xep0060
-from xmlrc.xmpp.session import Backoff, Endpoint, Session, SessionError
+from xmlrc.xmpp.session import CLIENT_PORT, Backoff, Endpoint, Session, SessionError
 
 from .client import RCClientError
 
@@ -64,7 +64,7 @@ class NodeReader:
         node: str,
         *,
         host: str | None = None,
-        port: int = 5222,
+        port: int = CLIENT_PORT,
         ca_file: str | None = None,
         verify_tls: bool = True,
         subscribe: bool = True,

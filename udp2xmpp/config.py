@@ -20,6 +20,8 @@ from typing import Any
 from slixmpp.jid import JID, InvalidJID
 
 from xmlrc.wire.coerce import WIKI_ID
+from xmlrc.xmpp.muc import PUBLISHER_NICK
+from xmlrc.xmpp.session import CLIENT_PORT, COMPONENT_PORT
 
 from .route.model import DEFAULT_DESCRIPTION, DEFAULT_ROOM, ROOM_NAME, RoutingSettings
 from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing
@@ -28,8 +30,6 @@ from .source.allow import LOOPBACK, parse_network
 PASSWORD_ENV = "UDP2XMPP_PASSWORD"  # noqa: S105 - a variable name, not a password
 #: Where udp.secret comes from when the config names none (optional).
 SECRET_ENV = "UDP2XMPP_SECRET"  # noqa: S105 - a variable name, not a secret
-#: The default xmpp.port in component mode (XEP-0114); in client mode, `XmppSettings.port`.
-COMPONENT_PORT = 5347
 
 
 class ConfigError(ValueError):
@@ -44,7 +44,7 @@ class XmppSettings:
     password: str = field(repr=False)  # never in a log line or traceback
     host: str | None = None
     #: In client mode; a component's default is `COMPONENT_PORT`.
-    port: int = 5222
+    port: int = CLIENT_PORT
     ca_file: str | None = None
     #: Off only for throwaway servers on loopback; verification is the default.
     verify_tls: bool = True
@@ -101,7 +101,7 @@ class RoomSettings:
 
     service: str
     room: str = DEFAULT_ROOM
-    nick: str = "rcbot"
+    nick: str = PUBLISHER_NICK
     description: str = DEFAULT_DESCRIPTION
     #: Known wikis (default rooms), created and joined at startup, before their first change.
     wikis: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 __all__ = [
+    "PUBLISHER_NICK",
     "JoinError",
     "Occupancy",
     "RoomInfo",
@@ -30,6 +31,10 @@ __all__ = [
     "set_affiliation",
     "submit_config",
 ]
+
+#: The nick the bridge publishes under in its rooms by default (``rooms.nick``),
+#: hence the one a client believes by default (``publisher``).
+PUBLISHER_NICK = "rcbot"
 
 MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = "http://jabber.org/protocol/muc#user"

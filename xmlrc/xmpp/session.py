@@ -31,11 +31,24 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from .fastpath import BridgeClient, BridgeComponent
 
-__all__ = ["Backoff", "Endpoint", "Session", "SessionError", "SessionState"]
+__all__ = [
+    "CLIENT_PORT",
+    "COMPONENT_PORT",
+    "Backoff",
+    "Endpoint",
+    "Session",
+    "SessionError",
+    "SessionState",
+]
 
 log = logging.getLogger(__name__)
 
 SessionState = Literal["connecting", "online", "disconnected", "stopped"]
+
+#: The default ports: a client's (c2s, STARTTLS) and a component's (XEP-0114).
+#: Every program's config takes its default from here.
+CLIENT_PORT = 5222
+COMPONENT_PORT = 5347
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +73,8 @@ class Endpoint:
     @property
     def address(self) -> tuple[str, int]:
         if self.component:
-            return self.host or "127.0.0.1", self.port or 5347
-        return self.host or slixmpp.JID(self.jid).domain, self.port or 5222
+            return self.host or "127.0.0.1", self.port or COMPONENT_PORT
+        return self.host or slixmpp.JID(self.jid).domain, self.port or CLIENT_PORT
 
 
 class Backoff:
