@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
+from xmlrc.wire.datagram import BRIDGE_ADDRESS
 from xmlrc_emitter import AsyncEmitter, DatagramFormat, RecentChange
 
 from .api import ApiClient, ApiError, user_agent
@@ -229,7 +230,7 @@ async def _run_pollers(
     "--target",
     "targets",
     multiple=True,
-    help="Bridge HOST:PORT (repeat for several; default 127.0.0.1:9390).",
+    help=f"Bridge HOST:PORT (repeat for several; default {BRIDGE_ADDRESS}).",
 )
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), help="Datagram format (xmlrc).")
 @click.option("--prefix", help="Line prefix before every datagram line.")
@@ -373,7 +374,7 @@ def record(
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--target", default="127.0.0.1:9390", show_default=True, help="Bridge HOST:PORT.")
+@click.option("--target", default=BRIDGE_ADDRESS, show_default=True, help="Bridge HOST:PORT.")
 @click.option(
     "--speed",
     default="10",

@@ -38,12 +38,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xmlrc.wire.datagram import BRIDGE_ADDRESS, BRIDGE_HOST, BRIDGE_PORT
 from xmlrc.wire.model import utc_from_iso
 from xmlrc_emitter import DatagramFormat
 
 from .limits import MIN_RESPONSE_BYTES, Limits
 
-DEFAULT_TARGET = "127.0.0.1:9390"
+DEFAULT_TARGET = BRIDGE_ADDRESS
 _RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TOP_KEYS = {
@@ -86,7 +87,7 @@ class WikiConfig:
 @dataclass(frozen=True, slots=True)
 class PollConfig:
     wikis: tuple[WikiConfig, ...]
-    targets: tuple[Target, ...] = (Target("127.0.0.1", 9390),)
+    targets: tuple[Target, ...] = (Target(BRIDGE_HOST, BRIDGE_PORT),)
     format: DatagramFormat = DatagramFormat.XMLRC
     prefix: str | None = None
     state_file: Path | None = None
@@ -281,11 +282,16 @@ def build_config(
         format=fmt,
         prefix=prefix,
         state_file=state_file,
-        interval=_number(merged, "interval", 10.0, minimum=0.05),
-        lookback=_number(merged, "lookback", 10.0, minimum=0),
+        interval=_number(merged, "interval", _default("interval"), minimum=0.05),
+        lookback=_number(merged, "lookback", _default("lookback"), minimum=0),
         maxlag=maxlag,
         since=str(since),
         contact=contact,
         user_agent=user_agent,
         limits=_limits(merged),
     )
+
+
+def _default(name: str) -> Any:
+    """A `PollConfig` field's default, as the dataclass states it (the one place)."""
+    return PollConfig.__dataclass_fields__[name].default

@@ -20,6 +20,7 @@ from typing import Any
 from slixmpp.jid import JID, InvalidJID
 
 from xmlrc.wire.coerce import WIKI_ID
+from xmlrc.wire.datagram import BRIDGE_HOST, BRIDGE_PORT, MAX_DATAGRAM
 from xmlrc.xmpp.muc import PUBLISHER_NICK
 from xmlrc.xmpp.session import CLIENT_PORT, COMPONENT_PORT
 
@@ -75,12 +76,12 @@ class RateLimitSettings:
 class UdpSettings:
     """``[udp]``: where datagrams are received, and the edge checks on each one."""
 
-    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 9390),)
+    listen: tuple[tuple[str, int], ...] = ((BRIDGE_HOST, BRIDGE_PORT),)
     #: Kernel receive buffer to ask for; a burst waits there while we work.
     receive_buffer: int = 32 * 1024 * 1024
     #: Let a second bridge bind the same port, for restarts that lose nothing.
     reuse_port: bool = True
-    max_datagram: int = 65507
+    max_datagram: int = MAX_DATAGRAM
     #: Source networks allowed to send (CIDR); others are dropped (reason not_allowed).
     allow: tuple[str, ...] = LOOPBACK
     #: Shared secret of signed datagrams (HMAC-SHA256); never printed.
@@ -312,7 +313,7 @@ def parse_config(
         receive_buffer=reader.integer(udp, "udp.receive_buffer", u("receive_buffer"), low=65536),
         reuse_port=reader.flag(udp, "udp.reuse_port", u("reuse_port")),
         max_datagram=reader.integer(
-            udp, "udp.max_datagram", u("max_datagram"), low=512, high=65507
+            udp, "udp.max_datagram", u("max_datagram"), low=512, high=MAX_DATAGRAM
         ),
         **_udp_edge(reader, udp, base_dir),
     )

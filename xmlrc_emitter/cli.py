@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from xmlrc.wire import DatagramFormat, DecodeError, RecentChange, change_from_json
+from xmlrc.wire.datagram import BRIDGE_ADDRESS
 
 from .emitter import Emitter
 
@@ -23,7 +24,7 @@ SECRET_ENV = "XMLRC_SECRET"  # noqa: S105 - a variable name, not a secret
 
 
 @click.command()
-@click.option("--target", default="127.0.0.1:9390", show_default=True, help="Bridge HOST:PORT.")
+@click.option("--target", default=BRIDGE_ADDRESS, show_default=True, help="Bridge HOST:PORT.")
 @click.option(
     "--format",
     "fmt",

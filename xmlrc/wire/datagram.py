@@ -24,6 +24,11 @@ from .safexml import parse_untrusted
 
 #: The largest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
+#: Where the bridge listens by default (``udp.listen``), so where senders send by
+#: default (``rc2udp`` targets, ``xmlrc-emit --target``): this machine, port 9390.
+BRIDGE_HOST = "127.0.0.1"
+BRIDGE_PORT = 9390
+BRIDGE_ADDRESS = f"{BRIDGE_HOST}:{BRIDGE_PORT}"
 _MAX_PREFIX = 64
 
 #: Longest text accepted per field (enforced by every decoder: `coerce.checked`).
