@@ -70,6 +70,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """A bridge address that datagrams are sent to."""
+
     host: str
     port: int
 
@@ -79,6 +81,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class WikiConfig:
+    """One wiki to poll: its API URL and, optionally, the bot login to use."""
+
     api: str
     login: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -86,6 +90,8 @@ class WikiConfig:
 
 @dataclass(frozen=True, slots=True)
 class PollConfig:
+    """A whole validated rc2udp config: the wikis, the targets, the pace and the limits."""
+
     wikis: tuple[WikiConfig, ...]
     targets: tuple[Target, ...] = (Target(BRIDGE_HOST, BRIDGE_PORT),)
     format: DatagramFormat = DatagramFormat.XMLRC

@@ -144,6 +144,8 @@ async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
 
 @dataclass
 class PollStats:
+    """The poller's counters: polls, pages, changes sent, bad changes, errors, duplicates."""
+
     polls: int = 0
     pages: int = 0
     sent: int = 0

@@ -43,6 +43,8 @@ class StateError(Exception):
 
 @dataclass
 class RoomPosition:
+    """Where reading one room got to: its last archive id and time, and recent change ids."""
+
     archive_id: str | None = None
     timestamp: datetime | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BridgeStats:
+    """The bridge's intake counters: datagrams read, changes accepted, drops by reason."""
+
     received: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)

@@ -27,6 +27,8 @@ DatagramHandler = Callable[[bytes, tuple[str, int]], None]
 
 
 class UdpSource:
+    """Receives datagrams on one UDP address and hands each to the handler; owns its socket."""
+
     def __init__(
         self,
         host: str,

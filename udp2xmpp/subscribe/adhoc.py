@@ -45,6 +45,8 @@ SESSION_TTL = 600.0
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    """One open ad-hoc command session: whose, which command, since when, what it offered."""
+
     jid: str
     node: str
     started: float

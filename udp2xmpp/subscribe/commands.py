@@ -57,37 +57,47 @@ HELP = "Commands:\n" + "\n".join(USAGE.values())
 
 @dataclass(frozen=True, slots=True)
 class Watch:
+    """``watch``, ``watchuser``, ``watchfilter``: subscribe to a page, a user or a filter."""
+
     target: Target
 
 
 @dataclass(frozen=True, slots=True)
 class Unwatch:
+    """``unwatch WIKI TITLE``, ``unwatchuser``: drop the subscription to that page or user."""
+
     target: Target
 
 
 @dataclass(frozen=True, slots=True)
 class UnwatchNumber:
+    """The ``unwatch N`` command: drop the subscription numbered N in the user's list."""
+
     number: int
 
 
 @dataclass(frozen=True, slots=True)
 class UnwatchAll:
-    pass
+    """The ``unwatch all`` command: drop every subscription of the user."""
 
 
 @dataclass(frozen=True, slots=True)
 class ListCommand:
-    pass
+    """The ``list`` command: show the user's subscriptions, numbered."""
 
 
 @dataclass(frozen=True, slots=True)
 class Mute:
+    """``mute DURATION``, ``mute off``, ``unmute``: hold notifications for a while (0: unmute)."""
+
     #: Seconds; 0 means unmute.
     seconds: int
 
 
 @dataclass(frozen=True, slots=True)
 class Help:
+    """The ``help`` command: the command list, or the usage of one command."""
+
     topic: str | None = None
 
 

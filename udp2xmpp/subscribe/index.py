@@ -16,6 +16,8 @@ from .model import CompiledFilter, Subscription, title_variants
 
 
 class SubscriptionIndex:
+    """Answers who watches a change, from an in-memory mirror of the subscription table."""
+
     def __init__(self) -> None:
         self._pages: dict[tuple[str, str], list[Subscription]] = {}
         self._users: dict[tuple[str, str], list[Subscription]] = {}

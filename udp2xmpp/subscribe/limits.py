@@ -63,6 +63,8 @@ class _User:
 
 @dataclass
 class LimitStats:
+    """The limiter's counters: sent at once, put in digests, over the daily volume, digests."""
+
     sent: int = 0
     digested: int = 0
     over_volume: int = 0
@@ -70,6 +72,8 @@ class LimitStats:
 
 
 class DeliveryLimiter(Generic[T]):
+    """Decides per user whether a change is sent now, goes in a digest, or is only counted."""
+
     def __init__(
         self,
         rate_per_minute: float,

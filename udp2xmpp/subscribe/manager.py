@@ -80,6 +80,8 @@ AccessFn = Callable[[str], WikiAccess]
 
 @dataclass
 class WatchStats:
+    """The watch logic's counters: commands, subscriptions added and removed, bounces, matches."""
+
     commands: int = 0
     command_errors: int = 0
     commands_limited: int = 0
@@ -94,6 +96,8 @@ class WatchStats:
 
 
 class WatchManager:
+    """Runs the watch service's logic: commands to replies, changes to recipients, bounces."""
+
     def __init__(
         self,
         settings: SubscriptionSettings,

@@ -75,6 +75,8 @@ _Item = str | tuple[str, RecentChange]
 
 @dataclass
 class ServiceStats:
+    """The watch service's sending counters: notifications, digests, replies, drops, ad-hoc."""
+
     notifications: int = 0
     digests: int = 0
     replies: int = 0

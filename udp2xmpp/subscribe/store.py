@@ -64,6 +64,8 @@ class StoreLockedError(StoreError):
 
 
 class SubscriptionStore:
+    """Keeps the subscriptions in SQLite, and holds the lock that keeps a second bridge out."""
+
     def __init__(self, path: Path, connection: sqlite3.Connection, lock_fd: int) -> None:
         self.path = path
         self._db = connection

@@ -36,6 +36,8 @@ FIELD_LIMITS = coerce.FIELD_LIMITS
 
 
 class DatagramFormat(StrEnum):
+    """The payload formats a datagram can carry; senders pick one, the bridge detects each."""
+
     XMLRC = "xmlrc"
     MW_JSON = "mw-json"
     MW_XML = "mw-xml"
