@@ -259,7 +259,7 @@ def build_config(
     targets = tuple(parse_target(str(t), "targets") for t in targets_value)
 
     try:
-        fmt = DatagramFormat(merged.get("format", DatagramFormat.XMLRC))
+        fmt = DatagramFormat(merged.get("format", _default("format")))
     except ValueError:
         choices = ", ".join(f.value for f in DatagramFormat)
         raise ConfigError(f"format: expected one of {choices}") from None
@@ -269,9 +269,13 @@ def build_config(
 
     state = merged.get("state_file")
     state_file = base_dir / str(state) if state is not None else None
-    maxlag_value = merged.get("maxlag", 5)
-    maxlag = None if maxlag_value in (None, -1) else int(_number(merged, "maxlag", 5, minimum=0))
-    since = merged.get("since", "now")
+    maxlag_value = merged.get("maxlag", _default("maxlag"))
+    maxlag = (
+        None
+        if maxlag_value in (None, -1)
+        else int(_number(merged, "maxlag", _default("maxlag"), minimum=0))
+    )
+    since = merged.get("since", _default("since"))
     parse_since(str(since))
 
     contact = _text(merged, "contact")
