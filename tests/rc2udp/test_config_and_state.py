@@ -10,7 +10,9 @@ import pytest
 
 from rc2udp.config import (
     ConfigError,
+    PollConfig,
     Target,
+    WikiConfig,
     build_config,
     load_toml,
     parse_since,
@@ -177,3 +179,9 @@ def test_patrolled_is_asked_only_with_the_right_to_read_it() -> None:
     assert can_read_patrolled({"rights": ["patrolmarks"]})
     assert not can_read_patrolled({"rights": ["read", "edit"]})
     assert not can_read_patrolled({"anon": True})
+
+
+def test_a_config_naming_only_a_wiki_is_exactly_the_dataclass_defaults() -> None:
+    # build_config takes its defaults from PollConfig and Limits: the two cannot drift.
+    api = "http://127.0.0.1/api.php"
+    assert build_config({"wiki": [{"api": api}]}) == PollConfig(wikis=(WikiConfig(api=api),))

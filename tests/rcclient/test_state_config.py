@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from rcclient.config import ConfigError, Trust, parse_since, resolve_account, resolve_trust
+from rcclient.config import (
+    Account,
+    ConfigError,
+    Trust,
+    parse_since,
+    resolve_account,
+    resolve_trust,
+)
 from rcclient.state import RECENT, StateError, StateFile
 
 ROOM = "enwiki@conference.example.org"
@@ -161,3 +168,10 @@ def test_trust_errors(tmp_path: Path) -> None:
             resolve_trust(config=bad, environ=env)
     with pytest.raises(ConfigError, match="--publisher"):
         resolve_trust(publisher="", environ=env)
+
+
+def test_nothing_given_means_exactly_the_dataclass_defaults(tmp_path: Path) -> None:
+    # resolve_* take their defaults from Account and Trust: the two cannot drift.
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert resolve_trust(environ=env) == Trust()
+    assert resolve_account(jid="a@b", password="p", environ=env) == Account("a@b", "p")

@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from udp2xmpp.config import ConfigError, load_config, parse_config
+from udp2xmpp.config import (
+    COMPONENT_PORT,
+    SECRET_ENV,
+    BridgeConfig,
+    ConfigError,
+    RoomSettings,
+    UdpSettings,
+    XmppSettings,
+    load_config,
+    parse_config,
+)
 
 BASE: dict[str, Any] = {
     "xmpp": {"jid": "rcbot@localhost", "password": "pw"},
@@ -88,3 +98,22 @@ def test_load_config_reports_toml_errors(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="config file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_an_empty_ish_config_is_exactly_the_dataclass_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The parse functions take their defaults from the dataclasses: the two cannot drift.
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    minimal = {"xmpp": {"jid": "rcbot@localhost", "password": "pw"}, "rooms": {"service": "muc.x"}}
+    config = parse_config(minimal)
+    assert config.xmpp == XmppSettings(jid="rcbot@localhost", password="pw")
+    assert config.udp == UdpSettings()
+    assert config.rooms == RoomSettings(service="muc.x")
+    assert config == BridgeConfig(config.xmpp, UdpSettings(), config.rooms)
+    empty_tables = {name: {} for name in ("udp", "delivery", "http", "log", "subscriptions")}
+    assert parse_config({**minimal, **empty_tables, "pubsub": {}}) == config
+    component = parse_config(
+        {**minimal, "xmpp": {"jid": "rc.localhost", "password": "pw", "mode": "component"}}
+    )
+    assert component.xmpp.port == COMPONENT_PORT
