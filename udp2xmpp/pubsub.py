@@ -411,7 +411,7 @@ class PubSubPublisher:
             )
         except xep0060.PubSubError as exc:
             self.stats.node_setup_failures += 1
-            log.warning(
+            self._errors_log.warning(
                 "cannot set up pubsub node %s on %s: %s (is the bridge an admin of the "
                 "PubSub service?); retrying",
                 node.name,

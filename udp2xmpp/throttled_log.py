@@ -18,6 +18,13 @@ class RateLimitedLog:
         self._suppressed = 0
 
     def warning(self, message: str, *args: object) -> None:
+        self._log(logging.WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        """An error that a flood could repeat (one per refused room, say): same budget."""
+        self._log(logging.ERROR, message, *args)
+
+    def _log(self, level: int, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._window_start >= self.period:
             if self._suppressed:
@@ -25,6 +32,6 @@ class RateLimitedLog:
             self._window_start, self._count, self._suppressed = now, 0, 0
         self._count += 1
         if self._count <= self.burst:
-            self.logger.warning(message, *args)
+            self.logger.log(level, message, *args)
         else:
             self._suppressed += 1

@@ -441,7 +441,7 @@ class RoomSink:
         self.stats.dropped_dead_letter += len(items)
         for item in items:
             self.queued_bytes -= item.size
-            log.error(
+            self._log.error(
                 "set aside %s for %s: it was in flight at two connection losses in a row",
                 item.stable_id,
                 channel.jid,
@@ -467,7 +467,7 @@ class RoomSink:
         for item in held:
             self.queued_bytes -= item.size
         self.stats.dropped_room_not_ours += len(held)
-        log.error("not publishing in %s: %s", channel.jid, channel.refused_detail)
+        self._log.error("not publishing in %s: %s", channel.jid, channel.refused_detail)
         with contextlib.suppress(Exception):
             self.link.leave(channel.jid)
         if self._on_refused is not None:

@@ -466,6 +466,11 @@ class SubscriptionService:
             value=stats.digests,
         )  # fmt: skip
         yield CounterMetricFamily(f"{prefix}_replies", "Replies to commands.", value=stats.replies)
+        yield CounterMetricFamily(
+            f"{prefix}_digest_errors",
+            "Digests that could not be built (logged and dropped; the others still go).",
+            value=stats.digest_errors,
+        )
         dropped = CounterMetricFamily(
             f"{prefix}_dropped",
             "Matching changes a watcher did not get, by reason.",
