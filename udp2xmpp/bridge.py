@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from xmlrc.wire import Rejection, decode_datagram
+from xmlrc.wire import RecentChange, Rejection, decode_datagram
 from xmlrc.xmpp import Endpoint, Outbox, Session
 
 from .config import BridgeConfig
@@ -29,6 +29,7 @@ from .sink.rooms import RoomChannel, RoomSink
 from .sink.stanza import envelope_size, payload_text
 from .sink.xmpp import XmppLink
 from .source.edge import IN_PENALTY_BOX, EdgeGuard
+from .source.feed import Feed
 from .source.udp import UdpSource
 from .subscribe import SubscriptionService
 from .throttled_log import RateLimitedLog
@@ -43,6 +44,12 @@ class BridgeStats:
     received: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+
+
+def make_feeds(config: BridgeConfig) -> list[Feed]:
+    """The non-UDP sources the config turns on, in a fixed order."""
+    feeds: list[Feed] = []
+    return feeds
 
 
 class Bridge:
@@ -134,6 +141,8 @@ class Bridge:
             for host, port in config.udp.listen
         ]
         self.addresses: list[tuple[str, int]] = []
+        #: Sources beside UDP (EventStreams, Redis), each feeding `accept`.
+        self.feeds: list[Feed] = make_feeds(config)
         #: This bridge's own Prometheus registry, and /metrics + /healthz when [http] is set.
         self.metrics = make_registry(self)
         self.http = (
@@ -155,6 +164,8 @@ class Bridge:
             self.sink.open_room(room)
         for source in self.sources:
             self.addresses.append(await source.start())
+        for feed in self.feeds:
+            await feed.start(self.accept)
         if self.http is not None:
             self.http_address = await self.http.start()
 
@@ -171,22 +182,28 @@ class Bridge:
             self.stats.rejected[result.reason.value] += 1
             self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], result)
             return
+        self.accept(result, addr[0])
+
+    def accept(self, change: RecentChange, origin: str) -> bool:
+        """Route, encode and queue a decoded change from any source; False when refused
+        (counted under its reason). `origin` names the sender in log lines: a source
+        address, or a feed such as ``eventstreams``. Never blocks, never raises."""
         try:
-            change, rooms = self.router.route(result)
+            change, rooms = self.router.route(change)
         except RoutingError as exc:  # UnknownWikiError too: reason "unknown_wiki"
             self.stats.rejected[exc.reason] += 1
             if not isinstance(exc, UnknownWikiError):  # dropping those is what was asked
-                self._bad_input_log.warning("dropped a datagram from %s: %s", addr[0], exc)
-            return
+                self._bad_input_log.warning("dropped a change from %s: %s", origin, exc)
+            return False
         # Encoded once for all its rooms; whatever intake accepts can be published.
         try:
             encoded = payload_text(change)
         except (ValueError, TypeError, RecursionError) as exc:
             self.stats.rejected["unencodable"] += 1
             self._bad_input_log.warning(
-                "dropped a change from %s: cannot encode it: %s", addr[0], exc
+                "dropped a change from %s: cannot encode it: %s", origin, exc
             )
-            return
+            return False
         size = len(encoded) if encoded.isascii() else len(encoded.encode())
         sender = self.sink.link.sender
         longest = max((room.jid for room in rooms), key=len, default="")
@@ -196,10 +213,10 @@ class Bridge:
                 "dropped %s from %s: its message would be about %d bytes, over "
                 "delivery.max_stanza_bytes",
                 change.stable_id,
-                addr[0],
+                origin,
                 size,
             )
-            return
+            return False
         sink = self.sink
         cap = self.config.rooms.max_unknown_rooms
         for room in rooms:
@@ -210,7 +227,7 @@ class Bridge:
                     change.stable_id,
                     cap,
                 )
-                return
+                return False
         self.stats.accepted += 1
         for room in rooms:
             sink.submit(room, Outgoing(change, encoded, size))
@@ -218,6 +235,7 @@ class Bridge:
             self.subscriptions.on_change(change)
         if self.pubsub is not None:
             self.pubsub.on_change(change)
+        return True
 
     def reload(self, config: BridgeConfig) -> None:
         """Route by `config` from now on ([rooms] and [wikis.*]); the connection stays up.
@@ -270,6 +288,8 @@ class Bridge:
             source.close()
         for source in self.sources:
             steps.append(("a UDP source", source.wait_closed()))
+        for feed in self.feeds:
+            steps.append((f"the {feed.name} feed", feed.stop()))
         await self._run_steps(steps)
         try:
             self.edge.close()  # writes the replay memory (udp.replay_state_file) one last time

@@ -222,6 +222,11 @@ class PubSubSettings:
     queue_size: int = 10_000
 
 
+#: Config sections of the sources beside UDP; with one of them, ``udp.listen = []``
+#: (no UDP at all) is allowed.
+FEED_SECTIONS: tuple[str, ...] = ("eventstreams", "redis")
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
     """A whole validated config: one settings object per section, and where it came from."""
@@ -305,8 +310,12 @@ def parse_config(
     if "listen" in udp:
         listen_value = udp["listen"]
         listens = listen_value if isinstance(listen_value, list) else [listen_value]
-        if not listens:
-            raise ConfigError("udp.listen: needs at least one address")
+        if not listens and not any(data.get(name) for name in FEED_SECTIONS):
+            raise ConfigError(
+                "udp.listen: needs at least one address (or another source: "
+                + ", ".join(f"[{name}]" for name in FEED_SECTIONS)
+                + ")"
+            )
         listen = tuple(parse_hostport(item, "udp.listen") for item in listens)
     udp_settings = UdpSettings(
         listen=listen,

@@ -40,6 +40,7 @@ from xmlrc.xmpp import Session
 from .config import BridgeConfig, HttpSettings
 from .sink.rooms import RoomSink
 from .source.edge import EdgeGuard
+from .source.feed import Feed
 from .source.udp import UdpSource
 from .throttled_log import RateLimitedLog
 
@@ -62,6 +63,8 @@ class Monitored(Protocol):
     def sources(self) -> Sequence[UdpSource]: ...
     @property
     def edge(self) -> EdgeGuard: ...
+    @property
+    def feeds(self) -> Sequence[Feed]: ...
 
 
 def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
@@ -72,7 +75,13 @@ def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
     """
     sink = bridge.sink
     listening = [source for source in bridge.sources if source.listening]
-    up = sink.online and bool(listening) and len(listening) == len(bridge.sources)
+    feeds = {feed.name: feed.health() for feed in bridge.feeds}
+    up = (
+        sink.online
+        and len(listening) == len(bridge.sources)
+        and all(ok for ok, _details in feeds.values())
+        and bool(bridge.sources or bridge.feeds)
+    )
     refused = sink.refused_rooms()
     status = "unavailable" if not up else ("degraded" if refused else "ok")
     return status == "ok", {
@@ -82,6 +91,7 @@ def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
         "rooms": len(sink.joined_rooms()),
         "refused_rooms": refused,
         "pending": sink.pending,
+        **({"feeds": {name: details for name, (_ok, details) in feeds.items()}} if feeds else {}),
     }
 
 

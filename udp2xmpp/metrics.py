@@ -134,6 +134,8 @@ class Observed(Protocol):
     @property
     def edge(self) -> EdgeGuard: ...
     @property
+    def feeds(self) -> Sequence[MetricsSource]: ...
+    @property
     def subscriptions(self) -> MetricsSource | None: ...
     @property
     def pubsub(self) -> MetricsSource | None: ...
@@ -279,7 +281,7 @@ class BridgeCollector(Collector):
             sum_value=histogram.sum,
         )
         # Personal watch lists and PubSub, when they are on: their own counters.
-        for extra in (bridge.subscriptions, bridge.pubsub):
+        for extra in (*bridge.feeds, bridge.subscriptions, bridge.pubsub):
             if extra is not None:
                 yield from extra.collect_metrics()
 
