@@ -222,6 +222,31 @@ class PubSubSettings:
     queue_size: int = 10_000
 
 
+REDIS_PASSWORD_ENV = "UDP2XMPP_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a password
+#: The URL schemes of [redis] url: plain TCP, or TLS.
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """``[redis]``: the Redis pub/sub channels MediaWiki's RedisPubSubFeedEngine publishes to.
+
+    Pub/sub keeps nothing: what is published while the bridge is not subscribed is lost.
+    """
+
+    #: ``redis://host:port/db`` or ``rediss://`` (TLS, verified against `ca_file`).
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Channels to SUBSCRIBE to, and glob patterns to PSUBSCRIBE to (at least one in all).
+    channels: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    #: ACL user (Redis 6+); None: the default user.
+    username: str | None = None
+    #: AUTH password; never printed.
+    password: str | None = field(default=None, repr=False)
+    #: CA that signed the server's certificate (rediss:// only); None: the system's CAs.
+    ca_file: str | None = None
+
+
 #: Config sections of the sources beside UDP; with one of them, ``udp.listen = []``
 #: (no UDP at all) is allowed.
 FEED_SECTIONS: tuple[str, ...] = ("eventstreams", "redis")
@@ -239,6 +264,8 @@ class BridgeConfig:
     log: LogSettings = field(default_factory=LogSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     pubsub: PubSubSettings = field(default_factory=PubSubSettings)
+    #: The Redis source; None when the config has no [redis] section.
+    redis: RedisSettings | None = None
     source: str = "<memory>"
 
 
@@ -260,6 +287,7 @@ def parse_config(
     reader = _Reader(data)
     known = {"xmpp", "udp", "rooms", "delivery", "wikis", "http", "log"}
     known |= {"subscriptions", "pubsub"}
+    known |= {"redis"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
@@ -382,6 +410,7 @@ def parse_config(
         log=_log_settings(reader),
         subscriptions=_subscription_settings(reader, base_dir),
         pubsub=_pubsub_settings(reader),
+        redis=_redis_settings(reader, base_dir),
         source=source,
     )
 
@@ -646,6 +675,79 @@ def _pubsub_settings(reader: _Reader) -> PubSubSettings:
         window=reader.integer(section, "pubsub.window", p("window"), low=1, high=10_000),
         queue_size=reader.integer(section, "pubsub.queue_size", p("queue_size"), low=1),
     )
+
+
+_REDIS_KEYS = {f.name for f in fields(RedisSettings)} | {"password_file", "password_env"}
+
+
+def _redis_settings(reader: _Reader, base_dir: Path) -> RedisSettings | None:
+    """[redis], or None without the section."""
+    if "redis" not in reader.data:
+        return None
+    section = reader.section("redis")
+    reader.no_unknown(section, "redis", _REDIS_KEYS)
+    url = reader.opt_text(section, "redis.url") or settings_default(RedisSettings, "url")
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if not sep or scheme not in REDIS_SCHEMES or not host:
+        raise ConfigError(
+            f"redis.url: redis://host:port/db or rediss://host:port/db (TLS), got {url!r}"
+        )
+    if "@" in rest.split("/", 1)[0]:
+        raise ConfigError(
+            "redis.url: no credentials in the URL: use redis.username, redis.password"
+        )
+    database = rest.partition("/")[2]
+    if database and not database.isdigit():
+        raise ConfigError(f"redis.url: the path is a database number (/0), got /{database}")
+    names = {}
+    for key in ("channels", "patterns"):
+        value = section.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f'redis.{key}: a list of names, like ["rc"]')
+        names[key] = tuple(dict.fromkeys(value))
+    if not names["channels"] and not names["patterns"]:
+        raise ConfigError(
+            'redis.channels: give at least one channel (or redis.patterns), like ["rc"]'
+        )
+    ca_file = reader.opt_text(section, "redis.ca_file")
+    if ca_file is not None:
+        if scheme != "rediss":
+            raise ConfigError("redis.ca_file: only with a rediss:// (TLS) url")
+        ca_path = (base_dir / ca_file).resolve()
+        if not ca_path.is_file():
+            raise ConfigError(f"redis.ca_file: no such file: {ca_path}")
+        ca_file = str(ca_path)
+    return RedisSettings(
+        url=url,
+        channels=names["channels"],
+        patterns=names["patterns"],
+        username=reader.opt_text(section, "redis.username") or None,
+        password=_redis_password(reader, section, base_dir),
+        ca_file=ca_file,
+    )
+
+
+def _redis_password(reader: _Reader, section: dict[str, Any], base_dir: Path) -> str | None:
+    """redis.password, password_file, password_env, or UDP2XMPP_REDIS_PASSWORD if set."""
+    given = [k for k in ("password", "password_file", "password_env") if k in section]
+    if len(given) > 1:
+        raise ConfigError(
+            f"redis.{given[1]}: give only one of password, password_file, password_env"
+        )
+    if "password" in section:
+        return reader.text(section, "redis.password")
+    if "password_file" in section:
+        path = base_dir / reader.text(section, "redis.password_file")
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"redis.password_file: {path}: {exc.strerror}") from None
+    env_name = reader.opt_text(section, "redis.password_env")
+    value = os.environ.get(env_name or REDIS_PASSWORD_ENV)
+    if env_name and not value:
+        raise ConfigError(f"redis.password_env: the variable {env_name} is not set")
+    return value or None
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
