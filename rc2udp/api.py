@@ -71,11 +71,12 @@ def version() -> str:
         return "0"
 
 
-def user_agent(contact: str | None) -> str:
-    """``rc2udp/V (xmlrc; CONTACT) aiohttp/V python/V``: tool, contact, libraries."""
+def user_agent(contact: str | None, tool: str = "rc2udp") -> str:
+    """``rc2udp/V (xmlrc; CONTACT) aiohttp/V python/V``: tool, contact, libraries.
+    `tool` names the program that asks (``rcclient-audit`` for ``rcclient audit``)."""
     who = f"xmlrc; {contact}" if contact else "xmlrc; no contact given"
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return f"rc2udp/{version()} ({who}) aiohttp/{aiohttp.__version__} python/{python}"
+    return f"{tool}/{version()} ({who}) aiohttp/{aiohttp.__version__} python/{python}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,15 @@ def test_the_core_imports_no_product_and_nothing_imports_the_harness() -> None:
                 wrong.append(f"{source} -> {target} (products never import test code)")
             if src == "xmlrc_emitter" and dst not in ("xmlrc", "xmlrc_emitter"):
                 wrong.append(f"{source} -> {target} (the emitter imports only xmlrc)")
+            # `rcclient audit` reads the wiki's own record through rc2udp's API client
+            # and poller (continuation, User-Agent and contact, maxlag, page delay,
+            # limits): one polite HTTP client, not two. Only the command-line shell
+            # may do so; the library bots import (RCClient, filters, audit.compare)
+            # stays free of HTTP, and rc2udp never depends on the reader.
+            if src == "rcclient" and dst == "rc2udp" and source != "rcclient.cli":
+                wrong.append(f"{source} -> {target} (only rcclient's CLI uses rc2udp)")
+            if src == "rc2udp" and dst == "rcclient":
+                wrong.append(f"{source} -> {target} (rc2udp never imports rcclient)")
     assert wrong == []
 
 
