@@ -49,6 +49,10 @@ class BridgeStats:
 def make_feeds(config: BridgeConfig) -> list[Feed]:
     """The non-UDP sources the config turns on, in a fixed order."""
     feeds: list[Feed] = []
+    if config.eventstreams is not None:
+        from .source.eventstreams import EventStreamsFeed  # aiohttp's client: only when used
+
+        feeds.append(EventStreamsFeed(config.eventstreams))
     if config.redis is not None:
         from .source.redis import RedisFeed  # the redis client is loaded only when used
 

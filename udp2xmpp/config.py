@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from slixmpp.jid import JID, InvalidJID
 
 from xmlrc.wire.coerce import WIKI_ID
 from xmlrc.wire.datagram import BRIDGE_HOST, BRIDGE_PORT, MAX_DATAGRAM
+from xmlrc.wire.model import utc_from_iso
 from xmlrc.xmpp.muc import PUBLISHER_NICK
 from xmlrc.xmpp.session import CLIENT_PORT, COMPONENT_PORT
 
@@ -203,6 +206,55 @@ class SubscriptionSettings:
     queue_size: int = 10_000
 
 
+#: Wikimedia's public stream of every change on every wiki (EventStreams).
+EVENTSTREAMS_URL = "https://stream.wikimedia.org/v2/stream/recentchange"
+
+
+@dataclass(frozen=True, slots=True)
+class EventStreamsSettings:
+    """``[eventstreams]``: changes read from an EventStreams server (Server-Sent Events)."""
+
+    #: Any EventStreams-compatible server; several streams can share one connection
+    #: (``/v2/stream/recentchange,page-create``); only recentchange events become changes.
+    url: str = EVENTSTREAMS_URL
+    #: Where the very first start begins (ISO 8601, or Unix milliseconds); None: now.
+    #: Unused once a resume position is known (state_file).
+    since: str | None = None
+    #: The resume position (the last SSE id) and recent change ids, kept across restarts
+    #: (written atomically); None: a restart begins at `since`, or now.
+    state_file: str | None = None
+    #: Seconds between writes of the state file (also written on stop).
+    state_interval: float = 5.0
+    #: No event and no comment for this long: the connection has stalled; reconnect.
+    stall_seconds: float = 60.0
+    #: Sent as ``User-Agent: <user_agent> (<contact>)``: Wikimedia's User-Agent policy
+    #: asks for a way to reach the operator, so contact is required for its servers.
+    user_agent: str = "xmlrc-udp2xmpp/0.1"
+    contact: str | None = None
+    #: CA that signed a private server's certificate; None: the system's CAs.
+    ca_file: str | None = None
+    #: Off only for a throwaway server on loopback; verification is the default.
+    verify_tls: bool = True
+    #: Allow and deny lists of wiki IDs: exact IDs or fnmatch patterns (``*wiktionary``).
+    #: An empty allow list allows every wiki; the deny list wins.
+    wikis: tuple[str, ...] = ()
+    exclude_wikis: tuple[str, ...] = ()
+    #: Change ids remembered to drop the overlap a resume may repeat.
+    dedupe_memory: int = 100_000
+    #: Wikis with their own label in the per-wiki metric (the first seen); the rest: "other".
+    max_wiki_labels: int = 50
+    #: An event larger than this is skipped (counted), so no event makes us buffer more.
+    max_event_bytes: int = 1024 * 1024
+    #: Seconds to connect and receive the response headers.
+    connect_timeout: float = 30.0
+    #: Delays before reconnecting after an error: doubling from backoff_initial to
+    #: backoff_max, with jitter. The server's routine closes reconnect at once.
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    #: The longest Retry-After honoured (HTTP 429 or 503); a longer one waits this long.
+    max_retry_after: float = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class PubSubSettings:
     """``[pubsub]``: every change also published as an item on PubSub nodes (off by default)."""
@@ -264,6 +316,8 @@ class BridgeConfig:
     log: LogSettings = field(default_factory=LogSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     pubsub: PubSubSettings = field(default_factory=PubSubSettings)
+    #: The EventStreams source; None when the config has no [eventstreams] section.
+    eventstreams: EventStreamsSettings | None = None
     #: The Redis source; None when the config has no [redis] section.
     redis: RedisSettings | None = None
     source: str = "<memory>"
@@ -286,6 +340,7 @@ def parse_config(
 ) -> BridgeConfig:
     reader = _Reader(data)
     known = {"xmpp", "udp", "rooms", "delivery", "wikis", "http", "log"}
+    known |= {"eventstreams"}
     known |= {"subscriptions", "pubsub"}
     known |= {"redis"}
     for key in data:
@@ -410,6 +465,7 @@ def parse_config(
         log=_log_settings(reader),
         subscriptions=_subscription_settings(reader, base_dir),
         pubsub=_pubsub_settings(reader),
+        eventstreams=_eventstreams_settings(reader, base_dir),
         redis=_redis_settings(reader, base_dir),
         source=source,
     )
@@ -569,6 +625,100 @@ def _http_settings(reader: _Reader) -> HttpSettings:
             http, "http.max_connection_seconds", h("max_connection_seconds"), low=1.0
         ),
     )
+
+
+_EVENTSTREAMS_KEYS = {f.name for f in fields(EventStreamsSettings)}
+#: Hosts whose User-Agent policy asks for a contact.
+_WIKIMEDIA_HOSTS = ("wikimedia.org", "wikipedia.org")
+#: A wiki ID or an fnmatch pattern of one.
+_WIKI_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,64}")
+
+
+def _eventstreams_settings(reader: _Reader, base_dir: Path) -> EventStreamsSettings | None:
+    """[eventstreams], or None without the section."""
+    if "eventstreams" not in reader.data:
+        return None
+    section = reader.section("eventstreams")
+    reader.no_unknown(section, "eventstreams", _EVENTSTREAMS_KEYS)
+    e = functools.partial(settings_default, EventStreamsSettings)
+    key = "eventstreams."
+    url = reader.opt_text(section, key + "url") or e("url")
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ConfigError(f"{key}url: the http(s) URL of a stream, got {url!r}")
+    host = parsed.hostname.lower()
+    contact = reader.opt_text(section, key + "contact")
+    if any(host == h or host.endswith("." + h) for h in _WIKIMEDIA_HOSTS) and not contact:
+        raise ConfigError(
+            f"{key}contact: required for {host} (Wikimedia's User-Agent policy: "
+            "an email address or a URL where you can be reached)"
+        )
+    if contact is not None and any(c in contact for c in "\r\n()"):
+        raise ConfigError(f"{key}contact: one line, without parentheses")
+    user_agent = reader.opt_text(section, key + "user_agent") or e("user_agent")
+    if any(c in user_agent for c in "\r\n"):
+        raise ConfigError(f"{key}user_agent: one line")
+    since = section.get("since")
+    if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
+        since = str(since)
+    if since is not None and not (isinstance(since, str) and since.isdigit()):
+        try:
+            utc_from_iso(since)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{key}since: an ISO 8601 time with its zone (2026-01-02T03:04:05Z) "
+                f"or Unix milliseconds, got {since!r}"
+            ) from None
+    paths: dict[str, str | None] = {}
+    for name in ("state_file", "ca_file"):
+        given = reader.opt_text(section, key + name)
+        path = None if given is None else (base_dir / given).resolve()
+        if name == "state_file" and path is not None and not path.parent.is_dir():
+            raise ConfigError(f"{key}state_file: no such directory: {path.parent}")
+        if name == "ca_file" and path is not None and not path.is_file():
+            raise ConfigError(f"{key}ca_file: no such file: {path}")
+        paths[name] = None if path is None else str(path)
+
+    def number(name: str, low: float) -> float:
+        return reader.number(section, key + name, e(name), low=low)
+
+    def count(name: str, low: int, high: int) -> int:
+        return reader.integer(section, key + name, e(name), low=low, high=high)
+
+    backoff_initial = number("backoff_initial", 0.01)
+    backoff_max = number("backoff_max", 0.01)
+    if backoff_max < backoff_initial:
+        raise ConfigError(f"{key}backoff_max: at least backoff_initial ({backoff_initial:g})")
+    return EventStreamsSettings(
+        url=url,
+        since=since,
+        state_file=paths["state_file"],
+        state_interval=number("state_interval", 0.1),
+        stall_seconds=number("stall_seconds", 0.1),
+        user_agent=user_agent,
+        contact=contact,
+        ca_file=paths["ca_file"],
+        verify_tls=reader.flag(section, key + "verify_tls", e("verify_tls")),
+        wikis=_wiki_patterns(section.get("wikis", []), key + "wikis"),
+        exclude_wikis=_wiki_patterns(section.get("exclude_wikis", []), key + "exclude_wikis"),
+        dedupe_memory=count("dedupe_memory", 1, 10_000_000),
+        max_wiki_labels=count("max_wiki_labels", 0, 10_000),
+        max_event_bytes=count("max_event_bytes", 4096, 64 * 1024 * 1024),
+        connect_timeout=number("connect_timeout", 0.1),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        max_retry_after=number("max_retry_after", 0.0),
+    )
+
+
+def _wiki_patterns(value: Any, key: str) -> tuple[str, ...]:
+    """Wiki IDs, or fnmatch patterns of them (``*wiki``, ``en*``, ``[a-c]*wiki``)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f'{key}: a list of wiki IDs or patterns, like ["enwiki", "*wiktionary"]')
+    for item in value:
+        if not _WIKI_PATTERN.fullmatch(item):
+            raise ConfigError(f"{key}: {item!r} is not a wiki ID or a pattern of one")
+    return tuple(value)
 
 
 def _log_settings(reader: _Reader) -> LogSettings:
