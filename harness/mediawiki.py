@@ -51,6 +51,8 @@ from .throwaway import ThrowawayServer
 __all__ = [
     "MEDIAWIKI_DIR",
     "PACKAGES",
+    "REDIS_ENGINE",
+    "UDP_ENGINE",
     "MediaWikiError",
     "MediaWikiServer",
     "RCFeed",
@@ -87,19 +89,38 @@ class _PortTakenError(MediaWikiError):
     """Another process holds the port ``php -S`` was told to listen on."""
 
 
+def _engine(name: str) -> str:
+    """The ``'class'`` of a feed engine, as PHP that works on 1.39 and later: the
+    namespaced class (1.43+; 1.46 requires ``'class'``) if it exists, else the
+    global name 1.39 has (``::class`` of a missing class is only a string)."""
+    return (
+        f"class_exists( \\MediaWiki\\RCFeed\\{name}::class ) "
+        f"? \\MediaWiki\\RCFeed\\{name}::class : '{name}'"
+    )
+
+
+#: ``'class'`` for ``udp://`` feeds, and for ``redis://`` feeds (needs php-redis).
+UDP_ENGINE = _engine("UDPRCFeedEngine")
+REDIS_ENGINE = _engine("RedisPubSubFeedEngine")
+
+
 @dataclass(frozen=True, slots=True)
 class RCFeed:
     """One ``$wgRCFeeds`` entry: where MediaWiki sends its datagrams, and how.
 
     ``uri`` is ``udp://host:port`` or ``udp://host:port/PREFIX`` (MediaWiki
-    then starts every line with ``PREFIX``); ``formatter`` is
+    then starts every line with ``PREFIX``), or ``redis://:PASSWORD@host:port/CHANNEL``
+    (PUBLISHed on CHANNEL; a ``/`` in it becomes ``.``); ``formatter`` is
     ``JSONRCFeedFormatter``, ``XMLRCFeedFormatter`` or
-    ``IRCColourfulRCFeedFormatter``.
+    ``IRCColourfulRCFeedFormatter``.  ``engine`` is the ``'class'`` key, PHP
+    code (`UDP_ENGINE`, `REDIS_ENGINE`); None: no ``'class'`` (1.39 picks the
+    engine from the URI's scheme).
     """
 
     uri: str
     formatter: str = "JSONRCFeedFormatter"
     omit_bots: bool = False
+    engine: str | None = None
 
 
 def _php_str(value: str) -> str:
@@ -434,8 +455,9 @@ require {_php_str(str(self.runtime_settings))};
         lines.append(f"$wgServer = {_php_str(self.server_url)};")
         lines.append("$wgRCFeeds = [];")
         for name, feed in self._feeds.items():
+            engine = "" if feed.engine is None else f" 'class' => {feed.engine},"
             lines.append(
-                f"$wgRCFeeds[{_php_str(name)}] = ["
+                f"$wgRCFeeds[{_php_str(name)}] = [{engine}"
                 f" 'uri' => {_php_str(feed.uri)},"
                 f" 'formatter' => {_php_str(feed.formatter)},"
                 f" 'omit_bots' => {'true' if feed.omit_bots else 'false'},"
