@@ -2,7 +2,8 @@
 # Install everything the project needs to build, test and run its demo:
 #   1. Debian packages (Prosody for the test server, SQLite for its MUC log,
 #      openssl for its certificate, ejabberd for the tests and benchmarks that
-#      check the bridge on a second server, Python with venv and headers);
+#      check the bridge on a second server, redis-server for the throwaway
+#      Redis of the [redis] source's tests, Python with venv and headers);
 #   2. a virtualenv in .venv with the project installed editable, plus its
 #      test tools.
 # Idempotent, and quick when everything is already there: apt is only used
@@ -12,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl ejabberd python3 python3-venv python3-dev)
+APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl ejabberd redis-server python3 python3-venv python3-dev)
 VENV=.venv
 
 say() { printf 'install: %s\n' "$*"; }
@@ -34,8 +35,9 @@ if ((${#missing[@]})); then
     command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
     say "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    # The tests run their own throwaway Prosody; keep the package from
-    # starting a system-wide one while it installs (unless a policy exists).
+    # The tests run their own throwaway Prosody, ejabberd and Redis; keep the
+    # packages from starting system-wide ones while they install (unless a
+    # policy exists): policy-rc.d exiting 101 forbids starting any service.
     policy=/usr/sbin/policy-rc.d
     made_policy=0
     if [[ ! -e $policy ]]; then
@@ -60,8 +62,10 @@ fi
 # Apache. The package depends on "apache2 | httpd": an empty local package
 # that provides "httpd" satisfies it; php8.2-cgi satisfies php8.2's need for
 # a web SAPI. (The test harness does the same when it runs as root.)
+# php-redis: MediaWiki's RedisPubSubFeedEngine needs it (tests/mediawiki's
+# Redis end-to-end test); it starts no service.
 
-MEDIAWIKI_PACKAGES=(mediawiki php-sqlite3 php-cli php8.2-cgi)
+MEDIAWIKI_PACKAGES=(mediawiki php-sqlite3 php-cli php8.2-cgi php-redis)
 DUMMY_HTTPD=xmlrc-httpd-dummy
 
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
