@@ -17,7 +17,8 @@ meet them: a forced close every `close_every` seconds or `close_after_events`
 messages (clean, or `abrupt`), a stall (`stall_next`: the next connection goes
 silent, no byte, after some events), refusals (`refuse_next`: e.g. 429 with
 Retry-After), canary events (`canary_every`), and a repeated overlap on resume
-(`resume_overlap`: at-least-once, as after a datacenter switch).
+(`resume_overlap`: at-least-once, as after a datacenter switch); `interval` paces
+the messages.
 
     server = EventStreamsServer(events, close_after_events=10)
     await server.start()
@@ -117,6 +118,7 @@ class EventStreamsServer:
         keepalive: float | None = None,
         canary_every: int | None = None,
         resume_overlap: int = 0,
+        interval: float = 0.0,
         host: str = "127.0.0.1",
     ) -> None:
         if id_mode not in ("offset", "timestamp"):
@@ -128,6 +130,8 @@ class EventStreamsServer:
         self.keepalive = keepalive
         self.canary_every = canary_every
         self.resume_overlap = resume_overlap
+        #: Seconds between two messages of a connection (0: as fast as the client reads).
+        self.interval = interval
         self.host = host
         self.port = 0
         self.logs: dict[str, list[Message]] = {t: [] for ts in STREAM_TOPICS.values() for t in ts}
@@ -348,6 +352,8 @@ class EventStreamsServer:
             await response.write(frame.encode())
             sent_here += 1
             self.sent += 1
+            if self.interval:
+                await asyncio.sleep(self.interval)
         self.closes += 1
         if self.abrupt and request.transport is not None:
             request.transport.close()

@@ -21,6 +21,8 @@ every field equal to what the API reports (`tests.mediawiki.fidelity`).
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from harness.mediawiki import REDIS_ENGINE, UDP_ENGINE, MediaWikiServer, RCFeed
 from harness.prosody import ProsodyServer
@@ -39,7 +42,7 @@ from tests.mediawiki.fidelity import DIFFERS, MATCH, NOT_CARRIED, FidelityReport
 from tests.mediawiki.test_end_to_end import LABELS
 from udp2xmpp.bridge import Bridge
 from udp2xmpp.source.redis import RedisFeed
-from xmlrc.wire import RecentChange
+from xmlrc.wire import RecentChange, decode_datagram
 from xmlrc.wire.model import FIELD_NAMES
 
 BURST = 12
@@ -156,6 +159,11 @@ async def _scenario(prosody: ProsodyServer, redis: RedisServer, wiki: MediaWikiS
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
+    modules = subprocess.run(["php", "-m"], capture_output=True, text=True, check=True, timeout=60)
+    if "redis" not in modules.stdout.split():  # else MediaWiki logs an error, sends nothing
+        raise RuntimeError(
+            "php-redis is not installed: run `make install` (apt-get install php-redis)"
+        )
     with RedisServer() as server:
         yield server
 
@@ -221,3 +229,52 @@ def test_redis_and_udp_carry_the_same_fields(run: Run) -> None:
         }
         assert counts["redis-json"] == counts["udp-class"], (name, counts)
         assert counts["redis-xml"] == counts["udp-class"], (name, counts)
+
+
+async def test_the_example_localsettings_entries_work_on_this_mediawiki(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """examples/LocalSettings.rcfeeds.php as written (its Redis entry uncommented),
+    only the addresses and the password changed: both entries send the change."""
+    text = (Path(__file__).parents[2] / "examples" / "LocalSettings.rcfeeds.php").read_text()
+    start = text.index("# $wgRCFeeds['xmlrc-redis']")
+    redis_entry = "\n".join(line[2:] for line in text[start:].splitlines() if line.startswith("# "))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    settings = (text[:start] + redis_entry + "\n").replace(
+        "'udp://127.0.0.1:9390'", f"'udp://127.0.0.1:{port}'"
+    )
+    redis_uri = f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/rc"
+    settings = settings.replace("'redis://:PASSWORD@127.0.0.1:6379/rc'", f"'{redis_uri}'")
+    assert f"udp://127.0.0.1:{port}" in settings and redis_uri in settings
+    example = tmp_path / "rcfeeds.php"
+    example.write_text(settings)
+    subscriber = aioredis.Redis.from_url(redis_server.url, password=redis_server.password)
+    pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe("rc")
+        with MediaWikiServer(tmp_path / "wiki") as wiki:
+            wiki.set_rc_feeds({})
+            with wiki.runtime_settings.open("a") as runtime:  # after the harness's lines
+                runtime.write(f"require '{example}';\n")
+            async with WikiDriver(wiki) as driver:
+                action = await driver.edit("example", "Example feeds", "Text.", "the example")
+            (rcid,) = action.rows
+            loop = asyncio.get_running_loop()
+            datagram = await asyncio.wait_for(loop.sock_recv(sock, 65535), 20)
+            message = None
+            for _ in range(100):  # bounded: 100 reads of at most 0.2 s
+                message = await pubsub.get_message(timeout=0.2)
+                if message is not None:
+                    break
+            assert message is not None, "nothing was published on Redis"
+    finally:
+        sock.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        await subscriber.aclose()
+    for data in (datagram, message["data"]):
+        change = decode_datagram(data)
+        assert isinstance(change, RecentChange), change
+        assert (change.rcid, change.title) == (rcid, "Example feeds")

@@ -5,7 +5,9 @@ metrics and health; and its config section. No XMPP here (see test_eventstreams_
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +148,7 @@ async def test_429_waits_the_retry_after_it_names(server: EventStreamsServer) ->
     server.refuse_next(429, Retry_After="1")
     feed, got = await run_feed(server, len(RECORDED))
     assert feed.reconnects["http_429"] == 1
-    assert feed.last_wait == 1.0
+    assert feed.history[0] == ("http_429", 1.0)
     assert got.changes == expected(RECORDED)
 
 
@@ -391,6 +393,21 @@ def test_bad_values_name_their_key(values: dict[str, Any], message: str) -> None
     with pytest.raises(ConfigError) as error:
         config(**values)
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_the_example_bridge_toml_names_every_key_and_uncommented_is_valid() -> None:
+    text = (Path(__file__).resolve().parents[2] / "examples" / "bridge.toml").read_text()
+    block = text.split("# [eventstreams]", 1)[1].split("\n\n", 1)[0]
+    lines = ["[eventstreams]"] + [
+        line.removeprefix("# ").split("  #", 1)[0]
+        for line in block.splitlines()[1:]
+        if "=" in line.split("#  ", 1)[0] and not line.startswith("#  ")
+    ]
+    given = {line.split("=")[0].strip() for line in lines[1:]}
+    assert given == {f.name for f in fields(EventStreamsSettings)}
+    values = tomllib.loads("\n".join(lines))["eventstreams"]
+    del values["ca_file"], values["state_file"]  # paths on a production machine
+    assert config(**values).eventstreams is not None
 
 
 def test_since_takes_iso_or_milliseconds() -> None:

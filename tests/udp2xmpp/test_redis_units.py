@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,27 @@ async def test_health_and_metrics_of_a_feed_that_is_not_connected() -> None:
     (rejected,) = metrics["udp2xmpp_redis_messages_rejected"].samples
     assert rejected.labels == {"reason": "bad_json"} and rejected.value == 1
     assert metrics["udp2xmpp_redis_reconnects"].samples[0].value == 0
+
+
+def test_the_example_bridge_toml_has_a_commented_redis_block_with_every_key(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).parents[2] / "examples" / "bridge.toml").read_text()
+    block = text[text.index("# [redis]") :]
+    uncommented = "\n".join(
+        line[2:] for line in block.splitlines() if re.match(r"# (\[redis\]|[a-z_]+ = )", line)
+    )
+    section = tomllib.loads(uncommented)["redis"]
+    # The example's files do not exist here, and its ca_file needs a rediss:// url.
+    (tmp_path / "pw").write_text("pw")
+    (tmp_path / "ca.pem").write_text("ca")
+    section.update(url="rediss://127.0.0.1:6380/0", password_file="pw", ca_file="ca.pem")
+    config = parse_config({**BASE, "redis": section}, base_dir=tmp_path)
+    assert config.redis is not None and config.redis.channels == ("rc",)
+    wanted = {
+        line.lstrip("# ").split(" = ")[0]
+        for line in effective_toml(config).split("\n[redis]\n")[1].split("\n[")[0].splitlines()
+        if " = " in line
+    } - {"password"}  # the example names it as password_file
+    given = {line.split(" = ")[0] for line in uncommented.splitlines() if " = " in line}
+    assert wanted <= given, wanted - given

@@ -38,7 +38,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -163,6 +163,8 @@ class EventStreamsFeed:
         self.connected = False
         #: Seconds waited before the latest reconnection (the Retry-After, or a backoff).
         self.last_wait = 0.0
+        #: The latest reconnections: (reason, seconds waited before it).
+        self.history: deque[tuple[str, float]] = deque(maxlen=100)
         self._labels: set[str] = set()
         self._accept: Accept | None = None
         self._task: asyncio.Task[None] | None = None
@@ -224,6 +226,7 @@ class EventStreamsFeed:
             self.connected = False
             self.reconnects[reason] += 1
             self.last_wait = delay
+            self.history.append((reason, delay))
             if delay > 0:
                 await asyncio.sleep(delay)
 
