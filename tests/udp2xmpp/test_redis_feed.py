@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from prometheus_client import generate_latest
 
 from harness.prosody import ProsodyServer
 from harness.redis import RedisServer
 from tests.fixtures import JSON_FEED_PORT, XML_FEED_PORT, packets
 from tests.helpers import bridge_config, collect, reader, running_bridge, wait_for
 from udp2xmpp.config import RedisSettings
+from udp2xmpp.httpd import health
 from udp2xmpp.source.redis import RedisFeed
 from xmlrc.wire import RecentChange
 from xmlrc.xmpp.session import Backoff
@@ -189,6 +191,20 @@ async def test_a_bridge_with_only_a_redis_source_publishes_to_its_room(
         assert [d.change.rcid for d in got] == [13, 14, 15, 16]
         assert all(d.room.startswith("testwiki-redis-only@") for d in got)
         assert bridge.stats.accepted == len(lines) and not bridge.stats.rejected
+        ok, details = health(bridge)
+        assert ok is True and details["udp"] == []
+        assert details["feeds"]["redis"]["connected"] is True
+        scraped = generate_latest(bridge.metrics).decode()
+        assert "udp2xmpp_redis_connected 1.0" in scraped
+        assert "udp2xmpp_redis_messages_received_total 4.0" in scraped
+        # Redis goes away: the bridge is unhealthy (its only source is gone) until it is back.
+        redis_server.stop()
+        await wait_for(lambda: not feed.connected, 20, "the feed to notice")
+        ok, details = health(bridge)
+        assert ok is False and details["status"] == "unavailable"
+        assert "udp2xmpp_redis_connected 0.0" in generate_latest(bridge.metrics).decode()
+        redis_server.start()
+        await wait_for(lambda: health(bridge)[0], 30, "the bridge to be healthy again")
     finally:
         if client is not None:
             await client.close()
