@@ -415,3 +415,20 @@ def test_since_takes_iso_or_milliseconds() -> None:
         "2026-01-02T03:04:05Z"
     )
     assert config(url="http://h/s", since=1767323045000).eventstreams.since == "1767323045000"
+
+
+def test_the_effective_config_reads_back_the_same_section(tmp_path: Path) -> None:
+    from udp2xmpp.effective import effective_toml
+
+    given = config(
+        url="http://127.0.0.1:1/v2/stream/recentchange,revision-create",
+        since="2026-01-02T03:04:05Z",
+        state_file=str(tmp_path / "state"),
+        wikis=["enwiki", "*wiktionary"],
+        exclude_wikis=["testwiki"],
+        stall_seconds=30.0,
+    )
+    text = effective_toml(given)
+    assert "[eventstreams]" in text
+    again = parse_config(tomllib.loads(text.replace('"***"', '"x"')))
+    assert again.eventstreams == given.eventstreams
