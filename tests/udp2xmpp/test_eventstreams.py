@@ -432,3 +432,17 @@ def test_the_effective_config_reads_back_the_same_section(tmp_path: Path) -> Non
     assert "[eventstreams]" in text
     again = parse_config(tomllib.loads(text.replace('"***"', '"x"')))
     assert again.eventstreams == given.eventstreams
+
+
+async def test_an_event_over_max_event_bytes_is_skipped_and_the_stream_goes_on() -> None:
+    big = dict(RECORDED[2], comment="x" * 10_000)
+    srv = EventStreamsServer([RECORDED[0], big, RECORDED[1]])
+    await srv.start()
+    try:
+        feed, got = await run_feed(srv, 2, max_event_bytes=4096)
+        await wait_for(lambda: feed.skipped == 1, 5, "the big one skipped")
+    finally:
+        await srv.stop()
+    assert got.changes == expected([RECORDED[0], RECORDED[1]])
+    assert sum(feed.reconnects.values()) == 0 or set(feed.reconnects) == {"server_closed"}
+    assert srv.connections == 1  # not reconnecting to read the same event again

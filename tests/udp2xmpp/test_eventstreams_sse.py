@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udp2xmpp.source.sse import SseError, SseEvent, SseParser
+from udp2xmpp.source.sse import SseEvent, SseParser
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "eventstreams"
 
@@ -75,12 +74,27 @@ def test_an_unfinished_event_waits_for_its_blank_line() -> None:
     assert parser.feed(b"\n") == [SseEvent("message", "x", "")]
 
 
-def test_a_line_past_the_limit_raises_instead_of_buffering() -> None:
+def test_a_line_past_the_limit_is_dropped_not_buffered_and_the_event_marked() -> None:
     parser = SseParser(max_line=100)
-    with pytest.raises(SseError):
-        parser.feed(b"data: " + b"x" * 200)
-    with pytest.raises(SseError):
-        SseParser(max_line=100).feed(b"".join(b"data: " + b"y" * 60 + b"\n" for _ in range(3)))
+    events = parser.feed(b"id: 1\ndata: " + b"x" * 150)
+    assert events == [] and parser._buffer == b""  # nothing kept of it
+    events += parser.feed(b"x" * 500)
+    assert parser._buffer == b""
+    events += parser.feed(b"\n\nid: 2\ndata: small\n\n")
+    assert events == [
+        SseEvent("message", "", "1", oversized=True),
+        SseEvent("message", "small", "2"),
+    ]
+
+
+def test_data_past_the_limit_over_several_lines_is_dropped_too() -> None:
+    lines = b"".join(b"data: " + b"y" * 60 + b"\n" for _ in range(3))
+    parser = SseParser(max_line=100)
+    events = parser.feed(b"id: 9\n" + lines + b"\ndata: ok\n\n")
+    assert events == [SseEvent("message", "", "9", oversized=True), SseEvent("message", "ok", "9")]
+    assert parser.feed(b"id: 10\n" + lines + b"\n") == [
+        SseEvent("message", "", "10", oversized=True)
+    ]
 
 
 def test_utf8_split_inside_a_character_is_decoded_whole() -> None:

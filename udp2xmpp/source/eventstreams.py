@@ -63,7 +63,7 @@ from ..config import EventStreamsSettings
 from ..metrics import DelayHistogram
 from ..throttled_log import RateLimitedLog
 from .feed import Accept
-from .sse import SseError, SseEvent, SseParser
+from .sse import SseEvent, SseParser
 
 __all__ = ["EventStreamsFeed", "retry_after_seconds", "wiki_matcher"]
 
@@ -281,12 +281,7 @@ class EventStreamsFeed:
                     if not chunk:
                         break
                     received += len(chunk)
-                    try:
-                        events = parser.feed(chunk)
-                    except SseError as exc:
-                        log.warning("bad stream from %s: %s; reconnecting", s.url, exc)
-                        return "bad_stream", backoff.next()
-                    for event in events:
+                    for event in parser.feed(chunk):
                         self._on_event(event)
                 if self._total_events() > events_before:
                     backoff.reset()
@@ -348,8 +343,12 @@ class EventStreamsFeed:
             if event.event == "error":
                 self._bad_log.warning("%s sent an error event: %s", self.settings.url, event.data)
             return
-        if len(event.data) > self.settings.max_event_bytes:
+        if event.oversized:
             self.skipped += 1
+            self._bad_log.warning(
+                "skipped an event over eventstreams.max_event_bytes (%d)",
+                self.settings.max_event_bytes,
+            )
             return
         try:
             data = strict_json(event.data)

@@ -6,19 +6,17 @@ events completed by them. Lines end with CRLF, LF or CR; a line starting with
 space after the colon; ``data`` lines are joined with LF; an event is dispatched
 at a blank line, and only if it has data. The last event ID persists from one
 event to the next (an event without ``id:`` keeps the previous one), and an
-``id`` holding NUL is ignored, as the standard says. A line longer than
-`max_line` bytes raises `SseError`, so a server cannot make us buffer without end.
+``id`` holding NUL is ignored, as the standard says. A line longer than `max_line`
+bytes, or an event whose data is, is not buffered: its bytes are dropped as they come
+and the event is dispatched empty with ``oversized`` set (its id still counts, so a
+reader resuming from it does not ask for it again).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SseError", "SseEvent", "SseParser"]
-
-
-class SseError(ValueError):
-    """The stream broke a limit (a line or an event too long)."""
+__all__ = ["SseEvent", "SseParser"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +28,8 @@ class SseEvent:
     last_id: str
     #: The ``retry:`` reconnection time in milliseconds, when this event set one.
     retry: int | None = None
+    #: A line or the data was longer than the parser's limit: dropped, `data` is empty.
+    oversized: bool = False
 
 
 class SseParser:
@@ -47,7 +47,10 @@ class SseParser:
         self._event = ""
         self._data: list[str] = []
         self._has_data = False
+        self._size = 0
         self._retry_set: int | None = None
+        self._oversized = False  # the current event lost a line or its data to the limit
+        self._discarding = False  # inside a line past the limit: drop up to its end
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """The events `chunk` completes (possibly none)."""
@@ -78,15 +81,18 @@ class SseParser:
             else:  # CR at the end of the chunk: a line end, maybe half of a CRLF
                 end, after = cr, cr + 1
                 self._skip_lf = True
-            if end - start > self.max_line:
-                raise SseError(f"an SSE line is longer than {self.max_line} bytes")
-            event = self._line(data[start:end])
-            if event is not None:
-                events.append(event)
+            if self._discarding or end - start > self.max_line:
+                self._discarding = False  # the rest of a line too long: dropped
+                self._oversized = True
+            else:
+                event = self._line(data[start:end])
+                if event is not None:
+                    events.append(event)
             start = after
         self._buffer = data[start:]
-        if len(self._buffer) > self.max_line:
-            raise SseError(f"an SSE line is longer than {self.max_line} bytes")
+        if self._discarding or len(self._buffer) > self.max_line:
+            self._discarding = True
+            self._buffer = b""
         return events
 
     def _line(self, raw: bytes) -> SseEvent | None:
@@ -102,8 +108,10 @@ class SseParser:
         if name == "data":
             self._data.append(value)
             self._has_data = True
-            if sum(len(part) for part in self._data) > self.max_line:
-                raise SseError(f"an SSE event is longer than {self.max_line} bytes")
+            self._size += len(value)
+            if self._size > self.max_line:
+                self._oversized = True
+                self._data = []
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -116,10 +124,11 @@ class SseParser:
     def _dispatch(self) -> SseEvent | None:
         event_type, self._event = self._event or "message", ""
         retry, self._retry_set = self._retry_set, None
-        if not self._has_data:
-            self._data = []
+        oversized, self._oversized = self._oversized, False
+        has_data, self._has_data = self._has_data, False
+        data, self._data, self._size = "\n".join(self._data), [], 0
+        if oversized:
+            return SseEvent(event_type, "", self.last_id, retry, oversized=True)
+        if not has_data:
             return None
-        data = "\n".join(self._data)
-        self._data = []
-        self._has_data = False
         return SseEvent(event_type, data, self.last_id, retry)
