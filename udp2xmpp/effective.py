@@ -112,7 +112,9 @@ def _is_tables(value: Any) -> bool:
 def _hostports(value: Any) -> Any:
     if value is None:
         return None
-    if value and isinstance(value[0], tuple | list):
+    if not value:  # udp.listen = []: no UDP, another source feeds the bridge
+        return []
+    if isinstance(value[0], tuple | list):
         return [_hostport(host, port) for host, port in value]
     return _hostport(*value)
 

@@ -117,3 +117,23 @@ def test_an_empty_ish_config_is_exactly_the_dataclass_defaults(
         {**minimal, "xmpp": {"jid": "rc.localhost", "password": "pw", "mode": "component"}}
     )
     assert component.xmpp.port == COMPONENT_PORT
+
+
+def test_a_bridge_without_udp_prints_and_reads_back_its_effective_config() -> None:
+    """`udp2xmpp check` on a config whose only source is a feed (udp.listen = [])."""
+    import tomllib
+
+    from udp2xmpp.effective import effective_toml
+
+    data: dict[str, Any] = {
+        "xmpp": {"jid": "rcbot@example.org", "password": "x"},
+        "udp": {"listen": []},
+        "rooms": {"service": "conference.example.org"},
+        "redis": {"url": "redis://127.0.0.1:6379/0", "channels": ["rc"]},
+    }
+    config = parse_config(data, base_dir=Path("."))
+    assert config.udp.listen == ()
+    text = effective_toml(config)
+    again = tomllib.loads(text.replace('"***"', '"x"'))
+    assert again["udp"]["listen"] == []
+    assert parse_config(again, base_dir=Path(".")).udp.listen == ()

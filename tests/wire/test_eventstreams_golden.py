@@ -8,6 +8,7 @@ spelled out in full. The SSE-enveloped frames carry the same data as the lines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -113,7 +114,10 @@ def test_an_abuse_filter_hit_in_full() -> None:  # line 4: no rcid, log_id 0
         server_url="https://www.wikidata.org", server_name="www.wikidata.org",
         server_script_path="/w",
     )  # fmt: skip
-    assert change.stable_id == "wikidatawiki/log/0"  # why the feed dedupes these by meta.id
+    # No rcid and log id 0: the stable id is a hash that includes the abuse log's id.
+    assert change.stable_id.startswith("wikidatawiki/h/")
+    other = dataclasses.replace(change, logparams={**change.logparams, "log": 11639582})
+    assert other.stable_id != change.stable_id
 
 
 def test_an_upload_with_newlines_and_entities() -> None:  # line 12

@@ -41,7 +41,8 @@ def change_to_line(change: RecentChange, *, interwiki_prefix: str | None = None)
         size = f"(+{delta})" if delta >= 0 else f"({delta})"
     shown = f"{interwiki_prefix}:{title}" if interwiki_prefix else title
     return (
-        f"[[{_unbidi(_cleanup(shown))}]] {_unbidi(flag)} {url} * {_unbidi(_cleanup(change.user))}"
+        f"[[{_unbidi(_cleanup(shown))}]] {_unbidi(_cleanup(flag))} {_one_line(url)} * "
+        f"{_unbidi(_cleanup(change.user))}"
         f" * {size} {_cleanup(comment)}"
     )
 
@@ -68,6 +69,11 @@ def _feed_url(change: RecentChange) -> str:
     if change.rcid is not None:
         query += f"&rcid={change.rcid}"
     return index + query
+
+
+def _one_line(text: str) -> str:
+    # A URL built from the server fields: no entity decoding ("&not" is an entity).
+    return text.replace("\n", " ").replace("\r", "")
 
 
 def _cleanup(text: str) -> str:

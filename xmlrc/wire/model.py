@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -107,15 +108,28 @@ class RecentChange:
         """An id that names this change on every path, for dropping duplicates.
 
         ``wiki/rcid`` when the wiki gave the change an rcid; manual patrols come
-        without one, so then ``wiki/log/logid``; failing both, a content hash.
+        without one, so then ``wiki/log/logid``; failing both (abuse filter hits
+        have no rcid and log id 0: every one of them would share ``wiki/log/0``),
+        a hash of what tells such changes apart, their log parameters included.
         """
         if self.rcid is not None:
             return f"{self.wiki}/{self.rcid}"
-        if self.logid is not None:
+        if self.logid:
             return f"{self.wiki}/log/{self.logid}"
+        params = "" if self.logparams is None else json.dumps(self.logparams, sort_keys=True)
         digest = hashlib.sha256(
             "\x1f".join(
-                (self.type, str(self.ns), self.title, self.user, self.timestamp.isoformat())
+                (
+                    self.type,
+                    str(self.ns),
+                    self.title,
+                    self.user,
+                    self.timestamp.isoformat(),
+                    self.logtype or "",
+                    self.logaction or "",
+                    params,
+                    self.comment,
+                )
             ).encode()
         ).hexdigest()[:16]
         return f"{self.wiki}/h/{digest}"
