@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -80,7 +81,10 @@ class RedisServer(ThrowawayServer):
         host: str = "127.0.0.1",
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        tls: bool = False,
     ) -> None:
+        """``tls``: listen with TLS only (``rediss://``), with a fresh self-signed
+        certificate for ``localhost`` and the host address (:attr:`ca_file`)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisError(_NOT_INSTALLED)
@@ -100,6 +104,9 @@ class RedisServer(ThrowawayServer):
         self._acl_password = secrets.token_hex(16)
         self._process: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
+        self._tls = tls
+        if tls:
+            self._write_certificate()
         self._write_config()
 
     # ------------------------------------------------------------ connectivity
@@ -136,8 +143,26 @@ class RedisServer(ThrowawayServer):
 
     @property
     def url(self) -> str:
-        """``redis://host:port/0``, without credentials."""
-        return f"redis://{self._host}:{self._port}/0"
+        """``redis://host:port/0`` (``rediss://`` with TLS), without credentials."""
+        scheme = "rediss" if self._tls else "redis"
+        return f"{scheme}://{self._host}:{self._port}/0"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate a TLS client trusts (with ``tls=True``)."""
+        return self._dir / "redis.crt"
+
+    def _write_certificate(self) -> None:
+        key = self._dir / "redis.key"
+        command = [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=localhost", "-addext", f"subjectAltName=DNS:localhost,IP:{self._host}"),
+            *("-keyout", str(key), "-out", str(self.ca_file)),
+        ]
+        result = subprocess.run(command, capture_output=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise RedisError("openssl could not make a certificate: " + result.stderr.decode())
+        key.chmod(0o600)
 
     @property
     def pid(self) -> int | None:
@@ -150,9 +175,20 @@ class RedisServer(ThrowawayServer):
     # --------------------------------------------------------------- lifecycle
 
     def _write_config(self) -> None:
+        if self._tls:
+            listen = [
+                "port 0",
+                f"tls-port {self._port}",
+                f'tls-cert-file "{self.ca_file}"',
+                f'tls-key-file "{self._dir / "redis.key"}"',
+                f'tls-ca-cert-file "{self.ca_file}"',
+                "tls-auth-clients no",
+            ]
+        else:
+            listen = [f"port {self._port}"]
         lines = [
             f"bind {self._host}",
-            f"port {self._port}",
+            *listen,
             "protected-mode yes",
             "daemonize no",
             'save ""',
@@ -198,7 +234,15 @@ class RedisServer(ThrowawayServer):
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection((self._host, self._port), timeout=1.0) as sock:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(
+                    socket.create_connection((self._host, self._port), timeout=1.0)
+                )
+                if self._tls:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    sock = stack.enter_context(
+                        context.wrap_socket(sock, server_hostname="localhost")
+                    )
                 sock.sendall(_resp("AUTH", self._password) + _resp("PING"))
                 got = b""
                 for _ in range(100):  # bounded: two short answers

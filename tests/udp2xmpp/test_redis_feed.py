@@ -209,3 +209,33 @@ async def test_a_bridge_with_only_a_redis_source_publishes_to_its_room(
         if client is not None:
             await client.close()
         await bridge.stop()
+
+
+async def test_the_feed_reads_a_tls_redis_and_verifies_its_certificate(tmp_path: Any) -> None:
+    """rediss:// with ca_file: a real redis-server speaking TLS only."""
+    with RedisServer(tls=True) as server:
+        publisher = aioredis.Redis.from_url(
+            server.url, password=server.password, ssl_ca_certs=str(server.ca_file)
+        )
+        intake = _Intake()
+        feed = await _started(
+            _settings(server, channels=("rc",), ca_file=str(server.ca_file)), intake
+        )
+        try:
+            assert await publisher.publish("rc", packets(JSON_FEED_PORT)[0]) == 1
+            await wait_for(lambda: len(intake.got) == 1, 20, "the message over TLS")
+            assert intake.got[0][1] == "redis:rc"
+        finally:
+            await feed.stop()
+            await publisher.aclose()
+        # Without the CA the certificate is not trusted: the feed never subscribes.
+        untrusting = RedisFeed(
+            _settings(server, channels=("rc",)), backoff=Backoff(initial=0.05, maximum=0.2)
+        )
+        await untrusting.start(_Intake())
+        try:
+            await wait_for(lambda: untrusting.last_error is not None, 20, "a failed attempt")
+            assert "CERTIFICATE_VERIFY_FAILED" in str(untrusting.last_error)
+            assert not untrusting.connected and untrusting.health()[0] is False
+        finally:
+            await untrusting.stop()
