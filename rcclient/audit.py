@@ -9,7 +9,11 @@ hands both lists to `compare`, which says what is
   whose rows MediaWiki drops; rows past ``$wgRCMaxAge``; or a forgery the
   trust rules let through);
 - **duplicated**: the same stable id (``wiki/rcid``) archived more than once;
-- **differing**: in both, with fields that do not agree.
+- **differing**: in both, with fields that do not agree;
+- **unrecorded** (reported, not a mismatch): changes the wiki's
+  ``recentchanges`` table never holds, so the API cannot vouch for them:
+  those with neither an rcid nor a log id, such as the abuse filter hits
+  Wikimedia's EventStreams carries.
 
 The window is the changes' own timestamps, inclusive at both ends: archive
 time is not change time (a bridge that was away resends its backlog later),
@@ -141,6 +145,9 @@ class AuditReport:
     #: (the first archived copy, how many times its stable id was archived).
     duplicated: list[tuple[RecentChange, int]] = field(default_factory=list)
     differing: list[Difference] = field(default_factory=list)
+    #: In the room, but of a kind the wiki's recentchanges never records (no rcid and
+    #: no log id: abuse filter hits); listed, never a mismatch.
+    unrecorded: list[RecentChange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -155,6 +162,7 @@ class AuditReport:
             "extra": len(self.extra),
             "duplicated": len(self.duplicated),
             "differing": len(self.differing),
+            "unrecorded": len(self.unrecorded),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +176,7 @@ class AuditReport:
             "counts": self.counts(),
             "missing": [_summary(change) for change in self.missing],
             "extra": [_summary(change) for change in self.extra],
+            "unrecorded": [_summary(change) for change in self.unrecorded],
             "duplicated": [
                 {**_summary(change), "copies": copies} for change, copies in self.duplicated
             ],
@@ -196,6 +205,10 @@ class AuditReport:
         sections: list[tuple[str, list[str]]] = [
             ("missing from the room", [_line(c) for c in self.missing]),
             ("extra in the room (unknown to the wiki)", [_line(c) for c in self.extra]),
+            (
+                "not in any wiki's recentchanges (no rcid, no log id; not a mismatch)",
+                [_line(c) for c in self.unrecorded],
+            ),
             (
                 "duplicated in the room",
                 [f"{_line(c)}: {copies} copies" for c, copies in self.duplicated],
@@ -312,7 +325,10 @@ def compare(
         copies[key] += 1
         first.setdefault(key, change)
     # In scope: what the wiki places in the window, and what only the room has there.
-    extra = [c for key, c in first.items() if key not in truth and window.holds(c)]
+    outside = [c for key, c in first.items() if key not in truth and window.holds(c)]
+    # Without an rcid or a log id a change has no recentchanges row to compare with.
+    unrecorded = [c for c in outside if c.rcid is None and not c.logid]
+    extra = [c for c in outside if c.rcid is not None or c.logid]
     scope = set(wanted) | {c.stable_id for c in extra}
     missing = [change for key, change in wanted.items() if key not in first]
     differing = []
@@ -334,6 +350,7 @@ def compare(
         extra=sorted(extra, key=_order),
         duplicated=sorted(duplicated, key=lambda item: _order(item[0])),
         differing=sorted(differing, key=lambda item: _order(item.change)),
+        unrecorded=sorted(unrecorded, key=_order),
     )
 
 

@@ -54,6 +54,7 @@ def test_identical_records_match() -> None:
         "extra": 0,
         "duplicated": 0,
         "differing": 0,
+        "unrecorded": 0,
     }
     assert report.text().endswith("result: the room matches the wiki")
 
@@ -77,6 +78,22 @@ def test_extra_changes_are_those_the_wiki_does_not_know() -> None:
     assert [c.stable_id for c in report.extra] == ["testwiki/15", "testwiki/16"]
     assert report.missing == []
     assert report.counts()["archived"] == 4
+
+
+def test_changes_no_recentchanges_row_can_hold_are_listed_not_a_mismatch() -> None:
+    """Abuse filter hits (EventStreams carries them) have no rcid and log id 0: the
+    wiki's recentchanges never lists them, so they cannot be audited either way."""
+    expected = rows(10, 11)
+    hit = replace(
+        change("testwiki", 1), rcid=None, type="log", logid=0, logtype="abusefilter",
+        logaction="hit", timestamp=EPOCH + timedelta(seconds=12),
+        logparams={"filter": 79, "log": 11639581},
+    )  # fmt: skip
+    report = compare([*(fed(r) for r in expected), hit], expected, FIELDS, window=WINDOW)
+    assert report.ok
+    assert report.unrecorded == [hit] and report.extra == []
+    assert report.counts()["unrecorded"] == 1
+    assert report.to_json()["unrecorded"][0]["id"] == hit.stable_id
 
 
 def test_a_stable_id_archived_twice_is_a_duplicate_once() -> None:
@@ -217,6 +234,7 @@ def test_json_report_is_one_plain_document() -> None:
         "extra": 0,
         "duplicated": 1,
         "differing": 1,
+        "unrecorded": 0,
     }
     assert [m["id"] for m in document["missing"]] == ["testwiki/12"]
     assert document["missing"][0]["timestamp"] == "2026-03-01T12:00:12Z"
