@@ -505,7 +505,11 @@ class EventStreamsFeed:
         for name, value, text in (
             ("canaries", self.canaries, "Canary events (meta.domain canary) dropped."),
             ("duplicates", self.duplicates, "Repeated changes dropped after a resume."),
-            ("refused", self.refused, "Changes the bridge refused (see udp2xmpp_datagrams_rejected_total)."),
+            (
+                "refused",
+                self.refused,
+                "Changes the bridge refused (by reason: udp2xmpp_datagrams_rejected).",
+            ),
             ("skipped", self.skipped, "Events of other schemas or types, or oversized."),
             ("connections", self.connections, "Streams opened."),
             ("state_writes", self.state_writes, "Writes of eventstreams.state_file."),
