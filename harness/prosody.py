@@ -121,6 +121,11 @@ class ProsodyServer(ThrowawayServer):
     ``extra_muc`` are raw Lua configuration text appended to the global
     section, to the ``localhost`` virtual host and to the MUC component.
 
+    ``web=True`` serves XMPP over WebSocket (RFC 7395, ``ws://host:port/xmpp-websocket``)
+    and BOSH (``/http-bind``) on a free loopback HTTP port (:attr:`websocket_url`,
+    :attr:`bosh_url`), and adds an anonymous virtual host (``anon.localhost``,
+    SASL ANONYMOUS, no registration) for browser readers without an account.
+
     ``pubsub=True`` adds a PubSub service (XEP-0060, ``pubsub.localhost``)
     whose nodes and items are kept in SQLite (file storage rewrites a node's
     whole file on every publish); ``pubsub_admins`` are the bare JIDs that
@@ -131,6 +136,7 @@ class ProsodyServer(ThrowawayServer):
     muc_domain = "conference.localhost"
     component_domain = "rc.localhost"
     pubsub_domain = "pubsub.localhost"
+    anonymous_domain = "anon.localhost"
 
     def __init__(
         self,
@@ -144,6 +150,7 @@ class ProsodyServer(ThrowawayServer):
         component_secret: str | None = None,
         pubsub: bool = False,
         pubsub_admins: tuple[str, ...] = (),
+        web: bool = False,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
     ) -> None:
@@ -166,6 +173,7 @@ class ProsodyServer(ThrowawayServer):
         self._extra_muc = extra_muc
         self._pubsub = pubsub
         self._pubsub_admins = tuple(pubsub_admins)
+        self._web = web
         self._component_secret = component_secret or secrets.token_hex(16)
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -178,7 +186,7 @@ class ProsodyServer(ThrowawayServer):
             self._dir.mkdir(parents=True, exist_ok=True)
             self._owns_dir = False
 
-        self._c2s_port, self._component_port = _free_ports(host, 2)
+        self._c2s_port, self._component_port, self._http_port = _free_ports(host, 3)
         self._process: subprocess.Popen[bytes] | None = None
         self._out_files: list[IO[bytes]] = []
         self._frozen = False
@@ -206,6 +214,21 @@ class ProsodyServer(ThrowawayServer):
     def config_file(self) -> Path:
         """The generated ``prosody.cfg.lua``."""
         return self._dir / "prosody.cfg.lua"
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port of WebSocket and BOSH (with ``web=True``)."""
+        return self._http_port
+
+    @property
+    def websocket_url(self) -> str:
+        """``ws://host:port/xmpp-websocket`` (with ``web=True``)."""
+        return f"ws://{self._host}:{self._http_port}/xmpp-websocket"
+
+    @property
+    def bosh_url(self) -> str:
+        """``http://host:port/http-bind`` (with ``web=True``)."""
+        return f"http://{self._host}:{self._http_port}/http-bind"
 
     @property
     def ca_file(self) -> Path:
@@ -471,7 +494,8 @@ class ProsodyServer(ThrowawayServer):
         key = self._certs_dir / "localhost.key"
         if self.ca_file.exists() and key.exists():
             return
-        names = ",".join(f"DNS:{d}" for d in (self.domain, self.muc_domain, self.component_domain))
+        domains = (self.domain, self.muc_domain, self.component_domain, self.anonymous_domain)
+        names = ",".join(f"DNS:{d}" for d in domains)
         command = [
             *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"),
             *("-subj", f"/CN={self.domain}", "-addext", f"subjectAltName={names}"),
@@ -498,6 +522,28 @@ class ProsodyServer(ThrowawayServer):
         storage = "storage = { " + "; ".join(f"{k} = {q(v)}" for k, v in stores.items()) + " }"
         if "sql" in stores.values():
             storage += f'\nsql = {{ driver = "SQLite3"; database = {q(str(self.sqlite_file))} }}'
+        modules = '"roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "register"; "smacks"'
+        web_global = web_host = ""
+        if self._web:
+            modules += '; "websocket"; "bosh"'
+            # WebSocket and BOSH on plain HTTP, loopback only: a browser reader's
+            # entry. An anonymous host for readers without an account.
+            web_global = f"""
+http_ports = {{ {self._http_port} }}
+http_default_host = {q(self.domain)}
+http_interfaces = {{ {q(self._host)} }}
+https_ports = {{ }}
+consider_websocket_secure = true
+consider_bosh_secure = true
+cross_domain_websocket = true
+cross_domain_bosh = true
+"""
+            web_host = f"""
+VirtualHost {q(self.anonymous_domain)}
+  authentication = "anonymous"
+  allow_anonymous_s2s = false
+  modules_disabled = {{ "register" }}
+"""
         pubsub = ""
         if self._pubsub:
             admins = "; ".join(q(jid) for jid in self._pubsub_admins)
@@ -516,7 +562,7 @@ c2s_ports = {{ {self._c2s_port} }}
 component_ports = {{ {self._component_port} }}
 component_interfaces = {{ {q(self._host)} }}
 s2s_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "register"; "smacks" }}
+modules_enabled = {{ {modules} }}
 -- mod_limits is deliberately absent: it throttles a client to ~10 kB/s.
 -- mod_smacks gives XEP-0198 acknowledgements: the bridge resends what was not acked.
 modules_disabled = {{ "s2s"; "offline" }}
@@ -527,9 +573,11 @@ allow_unencrypted_plain_auth = true
 certificates = {q(str(self._certs_dir))}
 {self._extra_global}
 
+{web_global}
 VirtualHost {q(self.domain)}
+{'  modules_enabled = { "websocket"; "bosh" }' if self._web else ""}
 {self._extra_vhost}
-
+{web_host}
 Component {q(self.muc_domain)} "muc"
   modules_enabled = {{ "muc_mam" }}
   muc_room_locking = false
