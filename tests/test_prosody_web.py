@@ -32,7 +32,9 @@ async def test_websocket_answers_an_open_for_the_anonymous_host_with_sasl_anonym
 async def test_bosh_is_served_too(prosody_factory: Callable[..., ProsodyServer]) -> None:
     prosody = prosody_factory(web=True)
     timeout = aiohttp.ClientTimeout(total=20)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.get(prosody.bosh_url) as response:
-            assert response.status == 200
-            assert "BOSH" in await response.text()
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(prosody.bosh_url) as response,
+    ):
+        assert response.status == 200
+        assert "BOSH" in await response.text()
