@@ -21,6 +21,8 @@ modules_enabled = {
 	"mam";            -- personal archives (rooms use muc_mam, below)
 	"csi_simple";     -- batches traffic to idle mobile readers
 	"limits";         -- per-connection rate limits, see below
+	"websocket";      -- XMPP over WebSocket (RFC 7395) for the browser page: /xmpp-websocket
+	"bosh";           -- BOSH (XEP-0124/0206), the browser page's fallback: /http-bind
 	"version"; "uptime"; "time";
 	"admin_shell";    -- prosodyctl shell
 	-- "http_openmetrics";  -- Prosody's own /metrics, next to the bridge's
@@ -60,6 +62,26 @@ smacks_max_queue_size = 10000
 
 archive_expires_after = "1w"        -- personal archives (mod_mam)
 
+-- The browser page (udp2xmpp/web/) reads the public rooms over WebSocket, or BOSH
+-- where WebSocket is blocked. Prosody serves both on its HTTP port, on loopback
+-- only; a TLS reverse proxy (nginx, Caddy) answers on 443 and forwards
+-- https://example.org/xmpp-websocket and /http-bind to it, nothing else.
+-- Exposed on the internet: 443 (those two paths), 5269 only if you federate,
+-- 5222 only if people read with XMPP apps. On loopback: this HTTP port, the
+-- bridge's component port (5347), the bridge's ops listener ([http] in
+-- bridge.toml), and 5222 too if only browsers read (then c2s_interfaces = { "127.0.0.1" }).
+http_ports = { 5280 }
+http_interfaces = { "127.0.0.1", "::1" }
+https_ports = { }                   -- TLS is the proxy's; or drop the proxy and use 5281
+consider_websocket_secure = true    -- the proxy speaks TLS to the browser
+consider_bosh_secure = true
+trusted_proxies = { "127.0.0.1", "::1" }  -- log the browser's address, not the proxy's
+cross_domain_websocket = { "https://example.org" }  -- where the page is served from
+cross_domain_bosh = { "https://example.org" }
+http_max_content_size = 65536       -- a BOSH request body; readers send little
+c2s_stanza_size_limit = 262144      -- also caps a WebSocket frame (2x this) and a BOSH body
+bosh_max_inactivity = 60            -- a BOSH session nobody polls ends after a minute
+
 certificates = "certs"              -- /etc/prosody/certs (prosodyctl cert import /etc/letsencrypt/live)
 
 log = {
@@ -69,6 +91,22 @@ log = {
 pidfile = "/run/prosody/prosody.pid"
 
 VirtualHost "example.org"
+
+-- Browser readers without an account: SASL ANONYMOUS, a throwaway JID per visit.
+-- They may join public rooms (and read their archives); they cannot speak in the
+-- bridge's rooms (moderated: visitors have no voice), cannot create rooms
+-- (restrict_room_creation below: not an admin), cannot enter members-only rooms
+-- (not members), cannot register, and reach no other server. mod_limits is per
+-- connection type, not per host: the c2s rate above (10 kB/s, 2 s burst) applies
+-- to every anonymous session (WebSocket and BOSH sessions are c2s too); the
+-- bridge is exempt by unlimited_jids. Prosody 0.12 has no per-address connection
+-- cap: let the proxy count (nginx: limit_conn, limit_req on /xmpp-websocket and /http-bind).
+VirtualHost "anon.example.org"
+	authentication = "anonymous"
+	allow_registration = false
+	modules_disabled = { "register"; "s2s"; "mam"; "vcard4"; "private"; "offline" }
+	allow_anonymous_s2s = false       -- no messages to or from other servers
+	allow_anonymous_storage = false   -- nothing kept for a throwaway JID
 
 -- The rooms. The bridge creates and configures its rooms itself (persistent,
 -- moderated so only it speaks, archived, described); these are the defaults

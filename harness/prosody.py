@@ -119,7 +119,10 @@ class ProsodyServer(ThrowawayServer):
     (lost on restart) or ``"sql"`` (SQLite in the data directory; needs the
     ``lua-dbi-sqlite3`` package).  ``extra_global``, ``extra_vhost`` and
     ``extra_muc`` are raw Lua configuration text appended to the global
-    section, to the ``localhost`` virtual host and to the MUC component.
+    section, to the ``localhost`` virtual host and to the MUC component;
+    ``anonymous_vhost`` replaces the anonymous host's body (with ``web=True``;
+    default: SASL ANONYMOUS, no registration, no s2s), and
+    ``extra_modules`` are loaded on every host (``("limits",)`` for mod_limits).
 
     ``web=True`` serves XMPP over WebSocket (RFC 7395, ``ws://host:port/xmpp-websocket``)
     and BOSH (``/http-bind``) on a free loopback HTTP port (:attr:`websocket_url`,
@@ -147,6 +150,8 @@ class ProsodyServer(ThrowawayServer):
         extra_global: str = "",
         extra_vhost: str = "",
         extra_muc: str = "",
+        anonymous_vhost: str | None = None,
+        extra_modules: tuple[str, ...] = (),
         component_secret: str | None = None,
         pubsub: bool = False,
         pubsub_admins: tuple[str, ...] = (),
@@ -171,6 +176,8 @@ class ProsodyServer(ThrowawayServer):
         self._extra_global = extra_global
         self._extra_vhost = extra_vhost
         self._extra_muc = extra_muc
+        self._anonymous_vhost = anonymous_vhost
+        self._extra_modules = tuple(extra_modules)
         self._pubsub = pubsub
         self._pubsub_admins = tuple(pubsub_admins)
         self._web = web
@@ -523,6 +530,7 @@ class ProsodyServer(ThrowawayServer):
         if "sql" in stores.values():
             storage += f'\nsql = {{ driver = "SQLite3"; database = {q(str(self.sqlite_file))} }}'
         modules = '"roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "register"; "smacks"'
+        modules += "".join(f"; {q(name)}" for name in self._extra_modules)
         web_global = web_host = ""
         if self._web:
             modules += '; "websocket"; "bosh"'
@@ -538,11 +546,15 @@ consider_bosh_secure = true
 cross_domain_websocket = true
 cross_domain_bosh = true
 """
-            web_host = f"""
-VirtualHost {q(self.anonymous_domain)}
+            anonymous = self._anonymous_vhost
+            if anonymous is None:
+                anonymous = """\
   authentication = "anonymous"
   allow_anonymous_s2s = false
-  modules_disabled = {{ "register" }}
+  modules_disabled = { "register" }"""
+            web_host = f"""
+VirtualHost {q(self.anonymous_domain)}
+{anonymous}
 """
         pubsub = ""
         if self._pubsub:
