@@ -12,7 +12,13 @@ ejabberd runs as the current user: a copy of ``/usr/sbin/ejabberdctl`` with
 cookie), Erlang distribution on a free loopback port without epmd.  The whole
 Erlang VM is in its own process group, which :meth:`stop` kills.
 
-It is used by ``benchmarks/ejabberd.py`` only, not by the tests.
+It is used by ``benchmarks/ejabberd.py`` and by the ejabberd tests.
+``web=True`` adds an HTTP listener on a free loopback port with XMPP over
+WebSocket (``/ws``) and BOSH (``/bosh``); ``anonymous_host=True`` adds the host
+``anon.localhost`` (SASL ANONYMOUS) whose c2s sessions are shaped to 1,000 B/s,
+``max_fsm_queue``, in-band registration denied to all and rooms whose newcomers
+get no voice (``members_by_default: false``), as examples/ejabberd.yml has it
+(other sessions stay unshaped).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class EjabberdServer(ThrowawayServer):
 
     domain = "localhost"
     muc_domain = "conference.localhost"
+    anonymous_domain = "anon.localhost"
 
     def __init__(
         self,
@@ -54,10 +61,14 @@ class EjabberdServer(ThrowawayServer):
         start_timeout: float = 60.0,
         stop_timeout: float = 15.0,
         room_creators: tuple[str, ...] | None = None,
+        web: bool = False,
+        anonymous_host: bool = False,
     ) -> None:
         """``room_creators``: the bare JIDs allowed to create rooms (the shipped
         examples/ejabberd.yml: the bridge alone); None: every local account."""
         self._room_creators = room_creators
+        self._web = web
+        self._anonymous_host = anonymous_host
         if not Path(_EJABBERDCTL).exists() or shutil.which("erl") is None:
             raise RuntimeError("ejabberd is not installed: apt-get install ejabberd")
         if shutil.which("openssl") is None:
@@ -66,7 +77,7 @@ class EjabberdServer(ThrowawayServer):
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._dir = Path(tempfile.mkdtemp(prefix="ejabberd-")).resolve()
-        self._c2s_port, self._dist_port = _free_ports(host, 2)
+        self._c2s_port, self._dist_port, self._http_port = _free_ports(host, 3)
         self._node = f"xmlrc{secrets.token_hex(4)}@localhost"
         self._process: subprocess.Popen[bytes] | None = None
         self._out_files: list[IO[bytes]] = []
@@ -96,6 +107,21 @@ class EjabberdServer(ThrowawayServer):
     def c2s_port(self) -> int:
         """The client-to-server port (plain TCP, STARTTLS offered)."""
         return self._c2s_port
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port of WebSocket and BOSH (with ``web=True``)."""
+        return self._http_port
+
+    @property
+    def websocket_url(self) -> str:
+        """``ws://host:port/ws`` (with ``web=True``)."""
+        return f"ws://{self._host}:{self._http_port}/ws"
+
+    @property
+    def bosh_url(self) -> str:
+        """``http://host:port/bosh`` (with ``web=True``)."""
+        return f"http://{self._host}:{self._http_port}/bosh"
 
     @property
     def ca_file(self) -> Path:
@@ -245,7 +271,8 @@ class EjabberdServer(ThrowawayServer):
 
     def _write_certificate(self) -> None:
         key = self._dir / "localhost.key"
-        names = ",".join(f"DNS:{d}" for d in (self.domain, self.muc_domain))
+        domains = (self.domain, self.muc_domain, self.anonymous_domain)
+        names = ",".join(f"DNS:{d}" for d in domains)
         command = [
             *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"),
             *("-subj", f"/CN={self.domain}", "-addext", f"subjectAltName={names}"),
@@ -272,11 +299,45 @@ class EjabberdServer(ThrowawayServer):
             creators = "xmlrc_bridge"
             users = "".join(f'\n      - "{jid}"' for jid in self._room_creators)
             creators_acl = f"\n  xmlrc_bridge:\n    user:{users}"
+        hosts = f"  - {self.domain}\n"
+        host_config = shaper_acl = web_listener = bosh = register = register_module = ""
+        room_defaults = ""
+        listener_shaper = ""
+        if self._anonymous_host:
+            # As examples/ejabberd.yml: anonymous sessions shaped, everyone else not.
+            hosts += f"  - {self.anonymous_domain}\n"
+            host_config = f"""host_config:
+  {self.anonymous_domain}:
+    auth_method: anonymous
+    anonymous_protocol: sasl_anon
+max_fsm_queue: 1000
+shaper:
+  anonymous_reader: 1000
+shaper_rules:
+  c2s_shaper:
+    anonymous_reader: anonymous_readers
+    none: all
+"""
+            shaper_acl = f"\n  anonymous_readers:\n    server: {self.anonymous_domain}"
+            register = "\n  register:\n    deny: all"
+            # A moderated room still gives newcomers voice unless this is off.
+            room_defaults = "\n      members_by_default: false"
+            register_module = "\n  mod_register:\n    access: register"
+            listener_shaper = "\n    shaper: c2s_shaper"
+        if self._web:
+            web_listener = f"""
+  -
+    port: {self._http_port}
+    ip: "{self._host}"
+    module: ejabberd_http
+    request_handlers:
+      /ws: ejabberd_http_ws
+      /bosh: mod_bosh"""
+            bosh = "\n  mod_bosh: {}"
         (self._dir / "ejabberd.yml").write_text(
             f"""\
 hosts:
-  - {self.domain}
-loglevel: info
+{hosts}{host_config}loglevel: info
 certfiles:
   - "{self._dir / "localhost.pem"}"
 listen:
@@ -285,7 +346,7 @@ listen:
     ip: "{self._host}"
     module: ejabberd_c2s
     starttls: true
-    max_stanza_size: 262144
+    max_stanza_size: 262144{listener_shaper}{web_listener}
 s2s_use_starttls: false
 auth_method: internal
 acl:
@@ -293,14 +354,14 @@ acl:
     user_regexp: ""
   loopback:
     ip:
-      - 127.0.0.0/8{creators_acl}
+      - 127.0.0.0/8{creators_acl}{shaper_acl}
 access_rules:
   local:
     allow: local
   c2s:
     allow: all
   muc_create:
-    allow: {creators}
+    allow: {creators}{register}
 api_permissions:
   "console commands":
     from:
@@ -311,7 +372,7 @@ modules:
   mod_disco: {{}}
   mod_ping: {{}}
   mod_roster: {{}}
-  mod_stream_mgmt: {{}}
+  mod_stream_mgmt: {{}}{bosh}{register_module}
   mod_muc:
     host: "{self.muc_domain}"
     access: all
@@ -322,7 +383,7 @@ modules:
     max_users: 1000
     default_room_options:
       persistent: true
-      mam: false
+      mam: false{room_defaults}
 """
         )
 
