@@ -20,7 +20,7 @@ from tests.udp2xmpp.test_room_ownership import send
 from tests.udp2xmpp.test_sink_memory import item
 
 from .test_prosody_anonymous import is_live_groupchat
-from .wsxmpp import CLIENT, error_condition, q, websocket
+from .wsxmpp import CLIENT, MUC_USER, error_condition, q, websocket
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "ejabberd.yml").read_text()
 
@@ -119,3 +119,39 @@ async def test_bosh_is_served_on_the_same_listener(server: EjabberdServer) -> No
         assert response.status == 200
         text = await response.text()
     assert "sid=" in text and "<mechanism>ANONYMOUS</mechanism>" in text
+
+
+async def test_without_members_by_default_off_any_account_speaks_in_the_bridges_room() -> None:
+    """Why examples/ejabberd.yml turns members_by_default off: the harness's plain
+    ejabberd (ejabberd's default, true) gives a local account voice in the bridge's
+    moderated room, so it posts a forged change there; the bridge's read-back of
+    the room config (moderated: yes) does not see it."""
+    server = EjabberdServer(web=True, room_creators=("rcbot@localhost",))
+    try:
+        server.start()
+        for user, password in (("rcbot", "bridgepass"), ("reader", "readerpass")):
+            server.add_user(user, password)
+        room = server.room_jid("openwiki")
+        bridge = await running_bridge(
+            bridge_config(cast(ProsodyServer, server), rooms={"wikis": ["openwiki"]})
+        )
+        try:
+            await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the bridge's room")
+            assert bridge.sink.refused_rooms() == {}
+            async with websocket(server.websocket_url, server.domain) as account:
+                await account.login("PLAIN", "reader", "readerpass")
+                joined = await account.join(room, "forger")
+                roles = [i.get("role") for i in joined.iter(q(MUC_USER, "item"))]
+                assert roles == ["participant"]
+                await account.send(
+                    f'<message xmlns="{CLIENT}" to="{room}" type="groupchat" id="forged">'
+                    "<body>a forged change</body></message>"
+                )
+                echo = await account.until(
+                    lambda e: e.tag == q(CLIENT, "message") and e.get("id") == "forged"
+                )
+                assert echo.get("type") == "groupchat" and echo.get("from") == f"{room}/forger"
+        finally:
+            await bridge.stop()
+    finally:
+        server.cleanup()
