@@ -5,6 +5,7 @@ creating rooms)."""
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.helpers import bridge_config, running_bridge, wait_for
 from tests.udp2xmpp.test_room_ownership import send
 from tests.udp2xmpp.test_sink_memory import item
 
-from .test_prosody_anonymous import is_live_groupchat
+from .test_prosody_anonymous import pings, is_live_groupchat
 from .wsxmpp import CLIENT, MUC_USER, error_condition, q, websocket
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "ejabberd.yml").read_text()
@@ -155,3 +156,30 @@ async def test_without_members_by_default_off_any_account_speaks_in_the_bridges_
             await bridge.stop()
     finally:
         server.cleanup()
+
+
+async def test_anonymous_sessions_are_shaped_the_bridge_is_not(server: EjabberdServer) -> None:
+    """c2s_shaper as the example sets it (anonymous readers 1,000 B/s, the bridge
+    none): 6 kB of pings over WebSocket from an anonymous session and from the
+    bridge's account, sent together. The bridge's are all answered while most of
+    the anonymous session's are held back; then those are answered too."""
+    count = 6  # ~6.2 kB: six times the shaper's rate
+    async with (
+        websocket(server.websocket_url, server.anonymous_domain) as anonymous,
+        websocket(server.websocket_url, server.domain) as bridge,
+    ):
+        await anonymous.login()
+        await bridge.login("PLAIN", "rcbot", "bridgepass")
+        slow: list[str] = []
+        fast: list[str] = []
+        slow_task = asyncio.create_task(pings(anonymous, count, slow))
+        try:
+            await pings(bridge, count, fast)
+            assert fast == ["result"] * count
+            held_back = count - len(slow)
+            assert held_back >= count // 2, f"only {held_back} of {count} held back"
+            await asyncio.wait_for(slow_task, 60)
+        finally:
+            slow_task.cancel()
+            await asyncio.gather(slow_task, return_exceptions=True)
+        assert slow == ["result"] * count

@@ -165,7 +165,7 @@ SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 PADDING = " " * 1000
 
 
-async def _pings(client: WsXmpp, count: int, got: list[str]) -> None:
+async def pings(client: WsXmpp, count: int, got: list[str]) -> None:
     for n in range(count):
         await client.send(
             f'<iq xmlns="{CLIENT}" type="get" id="p{n}" to="{client.domain}">'
@@ -194,9 +194,9 @@ async def test_anonymous_sessions_are_throttled_the_bridge_is_not(
         await bridge.login("PLAIN", "rcbot", "bridgepass")
         slow: list[str] = []
         fast: list[str] = []
-        slow_task = asyncio.create_task(_pings(anonymous, count, slow))
+        slow_task = asyncio.create_task(pings(anonymous, count, slow))
         try:
-            await _pings(bridge, count, fast)
+            await pings(bridge, count, fast)
             assert fast == ["result"] * count
             held_back = count - len(slow)
             assert held_back > count // 3, f"only {held_back} of {count} held back"
