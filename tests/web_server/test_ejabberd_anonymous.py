@@ -20,7 +20,7 @@ from tests.helpers import bridge_config, running_bridge, wait_for
 from tests.udp2xmpp.test_room_ownership import send
 from tests.udp2xmpp.test_sink_memory import item
 
-from .test_prosody_anonymous import pings, is_live_groupchat
+from .test_prosody_anonymous import is_live_groupchat, pings
 from .wsxmpp import CLIENT, MUC_USER, error_condition, q, websocket
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "ejabberd.yml").read_text()
