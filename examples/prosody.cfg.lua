@@ -76,8 +76,8 @@ https_ports = { }                   -- TLS is the proxy's; or drop the proxy and
 consider_websocket_secure = true    -- the proxy speaks TLS to the browser
 consider_bosh_secure = true
 trusted_proxies = { "127.0.0.1", "::1" }  -- log the browser's address, not the proxy's
-cross_domain_websocket = { "https://example.org" }  -- where the page is served from
-cross_domain_bosh = { "https://example.org" }
+-- CORS for BOSH when the page is served from another origin (WebSocket needs none).
+access_control_allow_origins = { "https://example.org" }
 http_max_content_size = 65536       -- a BOSH request body; readers send little
 c2s_stanza_size_limit = 262144      -- also caps a WebSocket frame (2x this) and a BOSH body
 bosh_max_inactivity = 60            -- a BOSH session nobody polls ends after a minute
