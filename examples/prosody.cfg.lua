@@ -98,8 +98,8 @@ VirtualHost "example.org"
 -- (restrict_room_creation below: not an admin), cannot enter members-only rooms
 -- (not members), cannot register, and reach no other server. mod_limits is per
 -- connection type, not per host: the c2s rate above (10 kB/s, 2 s burst) applies
--- to every anonymous session (WebSocket and BOSH sessions are c2s too); the
--- bridge is exempt by unlimited_jids. Prosody 0.12 has no per-address connection
+-- to every anonymous session (WebSocket sessions are c2s too: tested; BOSH not
+-- tested); the bridge is exempt by unlimited_jids. Prosody 0.12 has no per-address connection
 -- cap: let the proxy count (nginx: limit_conn, limit_req on /xmpp-websocket and /http-bind).
 VirtualHost "anon.example.org"
 	authentication = "anonymous"
