@@ -21,6 +21,7 @@ from tests.helpers import bridge_config, running_bridge, wait_for
 from tests.udp2xmpp.test_room_ownership import send
 from tests.udp2xmpp.test_sink_memory import item
 
+from .boshxmpp import bosh
 from .wsxmpp import CLIENT, DELAY, WsXmpp, error_condition, q, websocket
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "prosody.cfg.lua").read_text()
@@ -205,3 +206,25 @@ async def test_anonymous_sessions_are_throttled_the_bridge_is_not(
             slow_task.cancel()
             await asyncio.gather(slow_task, return_exceptions=True)
         assert slow == ["result"] * count
+
+
+async def test_the_bosh_fallback_reads_a_public_room_as_an_anonymous_session(
+    prosody_factory: Callable[..., ProsodyServer],
+) -> None:
+    prosody = shipped(prosody_factory)
+    public = prosody.room_jid("openwiki")
+    bridge = await running_bridge(bridge_config(prosody, rooms={"wikis": ["openwiki"]}))
+    try:
+        await wait_for(lambda: public in bridge.sink.joined_rooms(), what="the bridge's room")
+        async with bosh(prosody.bosh_url, prosody.anonymous_domain) as browser:
+            jid = await browser.login()
+            assert jid.split("/")[0].endswith(f"@{prosody.anonymous_domain}")
+            joined = await browser.join(public, "visitor")
+            assert joined.get("type") is None, ET.tostring(joined)
+            send(bridge, item(1, wiki="openwiki").change)
+            change = await browser.until(is_live_groupchat(f"{public}/rcbot"))
+            assert "Page 1" in ET.tostring(change, encoding="unicode")
+            created = await browser.join(prosody.room_jid("squatted"), "squatter")
+            assert created.get("type") == "error" and error_condition(created) == "not-allowed"
+    finally:
+        await bridge.stop()
