@@ -158,6 +158,14 @@ class HttpSettings:
     max_connections: int = 64
     #: No connection stays open longer, whatever it is doing.
     max_connection_seconds: float = 60.0
+    #: Serve the live-feed web page at ``/`` (``/web/...``) on this listener.
+    page: bool = True
+    #: The page's defaults (its query string overrides them): the XMPP WebSocket URL
+    #: (ws:// or wss://), the anonymous domain it logs in to, the MUC service it
+    #: lists (None: ``rooms.service``).
+    page_websocket: str | None = None
+    page_domain: str | None = None
+    page_muc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,9 +620,10 @@ def _delivery_settings(reader: _Reader, base_dir: Path) -> DeliverySettings:
 def _http_settings(reader: _Reader) -> HttpSettings:
     http = reader.section("http", required=False)
     h = functools.partial(settings_default, HttpSettings)
-    reader.no_unknown(
-        http, "http", {"listen", "request_timeout", "max_connections", "max_connection_seconds"}
-    )
+    reader.no_unknown(http, "http", {f.name for f in fields(HttpSettings)})
+    websocket = reader.opt_text(http, "http.page_websocket") or None
+    if websocket is not None and not re.fullmatch(r"wss?://[^\s\"'<>]+", websocket):
+        raise ConfigError(f"http.page_websocket: a ws:// or wss:// URL, got {websocket!r}")
     return HttpSettings(
         listen=parse_hostport(http["listen"], "http.listen") if "listen" in http else None,
         request_timeout=reader.number(http, "http.request_timeout", h("request_timeout"), low=0.1),
@@ -624,6 +633,10 @@ def _http_settings(reader: _Reader) -> HttpSettings:
         max_connection_seconds=reader.number(
             http, "http.max_connection_seconds", h("max_connection_seconds"), low=1.0
         ),
+        page=reader.flag(http, "http.page", h("page")),
+        page_websocket=websocket,
+        page_domain=reader.opt_text(http, "http.page_domain") or None,
+        page_muc=reader.opt_text(http, "http.page_muc") or None,
     )
 
 
