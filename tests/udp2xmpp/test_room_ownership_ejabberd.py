@@ -78,3 +78,20 @@ async def test_a_squatted_room_on_ejabberd_is_refused(open_ejabberd: ProsodyServ
             assert bridge.sink.refused_rooms() == {room: "not_owner"}
         finally:
             await bridge.stop()
+
+
+async def test_on_ejabberd_a_newcomer_gets_no_voice_in_the_bridges_room(
+    open_ejabberd: ProsodyServer,
+) -> None:
+    """ejabberd gives every newcomer voice by default (members_by_default), moderated
+    or not: the bridge turns it off in its rooms, so an ordinary account cannot post."""
+    server = open_ejabberd
+    room = f"voicewiki@{server.muc_domain}"
+    bridge = await running_bridge(bridge_config(server, rooms={"wikis": ["voicewiki"]}))
+    try:
+        await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the room")
+        async with account(server, "intruder", "intruderpass") as intruder:
+            occupancy = await muc.join(intruder.client, room, "visitor", timeout=20)
+            assert occupancy.role == "visitor"
+    finally:
+        await bridge.stop()

@@ -27,6 +27,9 @@ ROOM_CONFIG: dict[str, bool | int | str] = {
     "muc#roomconfig_allowinvites": False,
     "muc#roomconfig_historylength": 50,
     "muc#roomconfig_defaulthistorymessages": 0,
+    # ejabberd's own fields: its default gives every newcomer voice, moderated or not.
+    "members_by_default": False,
+    "allow_voice_requests": False,
 }
 
 
@@ -53,6 +56,8 @@ def config_problems(room: RoomSpec, fields: dict[str, list[str]]) -> list[str]:
     problems = []
     if flag("muc#roomconfig_moderatedroom") is not True:
         problems.append("not moderated (anyone could post changes)")
+    if flag("members_by_default") is True:  # ejabberd: newcomers would get voice
+        problems.append("newcomers get voice (members_by_default): anyone could post changes")
     if room.members_only and flag("muc#roomconfig_membersonly") is not True:
         problems.append("not members-only (a private wiki's changes would be public)")
     return problems
