@@ -13,7 +13,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl ejabberd redis-server python3 python3-venv python3-dev)
+APT_PACKAGES=(prosody lua-dbi-sqlite3 openssl ejabberd redis-server python3 python3-venv python3-dev
+    chromium chromium-driver)
 VENV=.venv
 
 say() { printf 'install: %s\n' "$*"; }

@@ -18,6 +18,11 @@ It cannot take the bridge down (``[http]`` limits):
 - when the process is out of file descriptors, asyncio's "accept() out of
   system resource" error is logged a few times a minute, not once per retry.
 
+With ``http.page`` (the default) it also serves the live-feed web page: ``/``
+redirects to ``/web/``, whose files (`udp2xmpp/web`, read once at start, a fixed
+list: no path from a request ever reaches the file system) come with a strict
+Content-Security-Policy; ``/web/config.json`` gives the page its defaults.
+
 This module does not import the bridge (which imports it): it reads a
 `Monitored`, the few attributes of a bridge it needs, checked by type.
 """
@@ -25,8 +30,10 @@ This module does not import the bridge (which imports it): it reads a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -45,6 +52,43 @@ from .source.udp import UdpSource
 from .throttled_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+#: The page's files, and the content type each is served with.
+WEB_DIR = Path(__file__).resolve().parent / "web"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+
+
+def web_files() -> dict[str, tuple[bytes, str]]:
+    """The page's files by path under /web/ (``index.html``, ``vendor/...``): body, type."""
+    files: dict[str, tuple[bytes, str]] = {}
+    for path in sorted(WEB_DIR.rglob("*")):
+        content_type = _CONTENT_TYPES.get(path.suffix)
+        if path.is_file() and content_type is not None:
+            files[path.relative_to(WEB_DIR).as_posix()] = (path.read_bytes(), content_type)
+    return files
+
+
+def page_headers(websocket: str | None) -> dict[str, str]:
+    """Security headers of every page response: nothing inline, nothing external but
+    the XMPP WebSocket (the configured one, else any: the query string may name it)."""
+    connect = f"'self' {websocket}" if websocket else "'self' ws: wss:"
+    return {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src {connect}; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
 
 #: The message asyncio's accept loop reports when the process has no descriptor left.
 _ACCEPT_ERROR = "socket.accept() out of system resource"
@@ -261,6 +305,14 @@ class OpsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        self._web: dict[str, tuple[bytes, str]] = {}
+        if self.settings.page:
+            self._web = web_files()
+            self._web["config.json"] = (self._page_config(), _CONTENT_TYPES[".json"])
+            self._page_headers = page_headers(self.settings.page_websocket)
+            app.router.add_get("/", self._page_root)
+            app.router.add_get("/web", self._page_root)
+            app.router.add_get("/web/{path:.*}", self._page_file)
         timeout = self.settings.request_timeout
         # No access log: a scrape every few seconds is not news. The keep-alive
         # timer starts when a connection is made, so it is also the deadline for
@@ -344,6 +396,22 @@ class OpsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+
+    def _page_config(self) -> bytes:
+        settings = self.settings
+        muc = settings.page_muc or self.bridge.config.rooms.service
+        body = {"websocket": settings.page_websocket, "domain": settings.page_domain, "muc": muc}
+        return json.dumps(body).encode()
+
+    async def _page_root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/web/", headers=self._page_headers)
+
+    async def _page_file(self, request: web.Request) -> web.Response:
+        found = self._web.get(request.match_info["path"] or "index.html")
+        if found is None:
+            raise web.HTTPNotFound(headers=self._page_headers)
+        body, content_type = found
+        return web.Response(body=body, headers={**self._page_headers, "Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         healthy, body = health(self.bridge)
