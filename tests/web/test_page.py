@@ -24,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from harness.prosody import ProsodyServer
-from tests.helpers import bridge_config, running_bridge, wait_for
+from tests.helpers import archived_stable_ids, bridge_config, running_bridge, wait_for
 from udp2xmpp.bridge import Bridge
 from xmlrc.wire.model import RecentChange
 from xmlrc_emitter import Emitter
@@ -83,6 +83,7 @@ class Page:
     driver: webdriver.Chrome
     pool: ThreadPoolExecutor
     url: str
+    prosody: ProsodyServer
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -164,7 +165,7 @@ async def page_setup(
         assert bridge.http_address is not None
         host, port = bridge.http_address
         driver = await asyncio.get_running_loop().run_in_executor(pool, _driver)
-        page = Page(driver, pool, f"http://{host}:{port}/{query}")
+        page = Page(driver, pool, f"http://{host}:{port}/{query}", prosody)
         await page.call(driver.get, page.url)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -265,10 +266,28 @@ async def test_after_the_socket_is_cut_it_reconnects_and_shows_every_change_once
     async with page_setup(prosody_factory, f"web/?rooms={WIKI}") as (bridge, page):
         send(bridge, *(change(n) for n in range(1, 4)))
         await page.wait_rows(3)
-        await page.js("window.xmlrcPage.connection._proto.socket.close()")
+        # Cut the socket, and keep the page out (its reconnects reach a closed port)
+        # until the changes sent meanwhile are in the room's archive.
+        await page.js(
+            "window.realWebSocket = window.WebSocket;"
+            "window.WebSocket = function () {"
+            "  return new window.realWebSocket('ws://127.0.0.1:1/');"
+            "};"
+            "window.xmlrcPage.connection._proto.socket.close();"
+        )
         await page.wait_state("offline")
-        send(bridge, *(change(n) for n in range(4, 9)))  # while the page is away
-        await page.wait_state("online")
+        send(bridge, *(change(n) for n in range(4, 9)))
+        room = f"{WIKI}@{bridge.config.rooms.service}"
+        prosody = page.prosody
+        expected = [f"{WIKI}/{n}" for n in range(1, 9)]
+        for _attempt in range(100):
+            if await archived_stable_ids(prosody, room) == expected:
+                break
+            await asyncio.sleep(0.2)
+        assert await archived_stable_ids(prosody, room) == expected
+        assert len(await page.rows()) == 3  # still away
+        await page.js("window.WebSocket = window.realWebSocket;")
+        await page.wait_state("online", timeout=60)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while not await page.joined():
@@ -278,8 +297,9 @@ async def test_after_the_socket_is_cut_it_reconnects_and_shows_every_change_once
         await page.wait_rows(10)
         await asyncio.sleep(1.0)  # room for a duplicate to show up, if there were one
         ids = [row["id"] for row in await page.rows()]
-        assert sorted(ids) == sorted(f"{WIKI}/{n}" for n in range(1, 11))
         assert ids == [f"{WIKI}/{n}" for n in range(10, 0, -1)]  # newest first, no gap
+        # The five sent while away came from the archive, the others live.
+        assert await page.js("return window.xmlrcPage.shown") == {"live": 5, "archive": 5}
 
 
 async def test_page_files_have_types_and_a_strict_policy_and_no_traversal(

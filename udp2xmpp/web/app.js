@@ -345,7 +345,7 @@
           const got = queries.get(queryid) || [];
           queries.delete(queryid);
           if (mine !== generation) return;
-          for (const [archiveId, message] of got) handleChange(state, message, archiveId);
+          for (const [archiveId, message] of got) handleChange(state, message, archiveId, true);
           const fin = result.getElementsByTagNameNS(NS_MAM, "fin")[0];
           const complete = !fin || fin.getAttribute("complete") === "true";
           const last = fin && fin.getElementsByTagNameNS(NS_RSM, "last")[0];
@@ -417,7 +417,9 @@
   let paused = false;
   const waiting = [];
 
-  function handleChange(state, message, archiveId) {
+  const shown = { live: 0, archive: 0 }; // changes shown, by where they came from
+
+  function handleChange(state, message, archiveId, fromArchive = false) {
     if (archiveId) state.lastArchiveId = archiveId;
     const rc = message.getElementsByTagNameNS(NS_RC, "rc")[0];
     if (!rc) return;
@@ -429,6 +431,7 @@
       if (seen.size > MAX_SEEN) seen.delete(seen.values().next().value);
     }
     change.room = state.jid;
+    shown[fromArchive ? "archive" : "live"]++;
     countForChart(state, change);
     if (paused) {
       waiting.push(change);
@@ -698,6 +701,9 @@
   window.xmlrcPage = {
     get connection() {
       return connection;
+    },
+    get shown() {
+      return { ...shown };
     },
     get rooms() {
       return Array.from(rooms.values(), (s) => ({ jid: s.jid, joined: s.joined, lastArchiveId: s.lastArchiveId }));
