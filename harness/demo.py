@@ -1,6 +1,7 @@
 """``make demo``: the whole pipeline on this machine, until Ctrl-C.
 
-Starts a throwaway Prosody on loopback, the bridge (``udp2xmpp``), a reader
+Starts a throwaway Prosody on loopback (with XMPP over WebSocket and an anonymous
+host), the bridge (``udp2xmpp``, serving the live-feed web page), a reader
 (``rcclient tail``) printing changes live, and ``rc2udp replay`` sending real
 MediaWiki 1.39 sample changes for two wikis over UDP in every datagram format.
 Everything runs as the separate programs an operator would run; everything
@@ -54,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", default="4", help="changes per second sent (default 4)")
     parser.add_argument("--udp-port", type=int, default=9390)
+    parser.add_argument("--http-port", type=int, default=9391, help="the page (and /metrics)")
     parser.add_argument("--count", type=int, default=None, help="stop after N changes printed")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="xmlrc-demo-"))
-    prosody = ProsodyServer(workdir / "prosody")
+    prosody = ProsodyServer(workdir / "prosody", web=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         prosody.add_user("rcbot", "bridgepass")
@@ -84,6 +86,12 @@ service = "{prosody.muc_domain}"
 room = "{{wiki}}"
 nick = "rcbot"
 wikis = {list(WIKIS)!r}
+
+[http]
+listen = "127.0.0.1:{args.http_port}"
+page = true
+page_websocket = "{prosody.websocket_url}"
+page_domain = "{prosody.anonymous_domain}"
 """.replace("'", '"')
         )
         bridge_log = workdir / "udp2xmpp.log"
@@ -94,6 +102,8 @@ wikis = {list(WIKIS)!r}
         processes.append(bridge)
         rooms = [f"{wiki}@{prosody.muc_domain}" for wiki in WIKIS]
         _wait_for_log(bridge_log, [f"joined {room}" for room in rooms], 30, bridge)
+        page = f"http://127.0.0.1:{args.http_port}/"
+        print(f"# the live feed in a browser: {page}", flush=True)
         print(f"# udp2xmpp: UDP 127.0.0.1:{args.udp_port} -> {', '.join(rooms)}", flush=True)
         print(f"#   (its log: {bridge_log})", flush=True)
         # An account file for your own rcclient, examples and bots against this demo.
