@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test demo fuzz clean wheel-list
+.PHONY: install lint test demo screenshot fuzz clean wheel-list
 
 ## install: Debian packages (Prosody, ...) and the .venv with the project
 install:
@@ -21,6 +21,10 @@ test: install lint
 ## demo: run the local end-to-end demo; pass options with ARGS="..."
 demo: install
 	$(BIN)/python -m harness.demo $(ARGS)
+
+## screenshot: regenerate docs/page.png from the page's browser test (headless Chromium)
+screenshot: install
+	$(BIN)/python scripts/screenshot.py docs/page.png
 
 ## fuzz: coverage-guided fuzzing of the datagram decoder (atheris); SECONDS=300 by default
 SECONDS ?= 300
