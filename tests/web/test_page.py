@@ -45,6 +45,13 @@ return Array.from(document.querySelectorAll('#feed .change'), (r) => {
 });
 """
 
+#: Makes the page's next WebSocket connections fail (a closed loopback port) until
+#: ``window.WebSocket = window.realWebSocket``.
+HOLD_OFF = (
+    "window.realWebSocket = window.realWebSocket || window.WebSocket;"
+    "window.WebSocket = function () { return new window.realWebSocket('ws://127.0.0.1:1/'); };"
+)
+
 
 def change(rcid: int, **fields: Any) -> RecentChange:
     values: dict[str, Any] = {
@@ -268,13 +275,7 @@ async def test_after_the_socket_is_cut_it_reconnects_and_shows_every_change_once
         await page.wait_rows(3)
         # Cut the socket, and keep the page out (its reconnects reach a closed port)
         # until the changes sent meanwhile are in the room's archive.
-        await page.js(
-            "window.realWebSocket = window.WebSocket;"
-            "window.WebSocket = function () {"
-            "  return new window.realWebSocket('ws://127.0.0.1:1/');"
-            "};"
-            "window.xmlrcPage.connection._proto.socket.close();"
-        )
+        await page.js(HOLD_OFF + "window.xmlrcPage.connection._proto.socket.close();")
         await page.wait_state("offline")
         send(bridge, *(change(n) for n in range(4, 9)))
         room = f"{WIKI}@{bridge.config.rooms.service}"
@@ -347,3 +348,29 @@ async def test_page_files_have_types_and_a_strict_policy_and_no_traversal(
                 assert response.status in (200, 503)  # the ops routes are still there
     finally:
         await bridge.stop()
+
+
+async def test_when_the_archive_no_longer_covers_the_gap_the_page_says_so(
+    prosody_factory: Callable[..., ProsodyServer],
+) -> None:
+    async with page_setup(prosody_factory, f"web/?rooms={WIKI}") as (bridge, page):
+        send(bridge, *(change(n) for n in range(1, 3)))
+        await page.wait_rows(2)
+        # The archive is in memory: a restart loses it, and the last id the page showed.
+        # The page is held off until the bridge has its room back (else it would create it).
+        await page.js(HOLD_OFF)
+        page.prosody.restart()
+        room = f"{WIKI}@{bridge.config.rooms.service}"
+        await wait_for(lambda: room in bridge.sink.joined_rooms(), 60, "the bridge back")
+        await page.js("window.WebSocket = window.realWebSocket;")
+        await page.wait_state("online", timeout=60)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not await page.joined():
+            assert loop.time() < deadline, "the page never joined the room again"
+            await asyncio.sleep(0.1)
+        send(bridge, change(3))
+        rows = await page.wait_rows(3)
+        assert [row["id"] for row in rows] == [f"{WIKI}/{n}" for n in range(3, 0, -1)]
+        text = await page.js("return document.getElementById('notice').textContent")
+        assert "no longer reaches back" in text
