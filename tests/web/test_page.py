@@ -266,6 +266,28 @@ async def test_changes_appear_with_their_fields_filters_hide_and_html_stays_text
         shown = {row["id"] for row in await page.rows() if not row["hidden"]}
         assert shown == {f"{WIKI}/3"}  # |+2500|; the bot's -3800 stays hidden (bots off)
 
+        # Pause keeps what arrives, resume shows it.
+        await page.call(lambda: page.driver.find_element(By.ID, "pause").click())
+        send(bridge, change(7), change(8))
+        button = ""
+        for _attempt in range(150):
+            button = await page.js("return document.getElementById('pause').textContent")
+            if button == "Resume (2 waiting)":
+                break
+            await asyncio.sleep(0.2)
+        assert button == "Resume (2 waiting)"
+        assert len(await page.rows()) == 6
+        await page.call(lambda: page.driver.find_element(By.ID, "pause").click())
+        assert [row["id"] for row in await page.rows()][:2] == [f"{WIKI}/8", f"{WIKI}/7"]
+
+        # Phone width: nothing wider than the screen.
+        await page.call(page.driver.set_window_size, 390, 844)
+        overflow = "return document.documentElement.scrollWidth - window.innerWidth"
+        assert await page.js(overflow) <= 0
+        # No request refused by the policy, no script error, nothing else logged as severe.
+        console = await page.call(page.driver.get_log, "browser")
+        assert [entry for entry in console if entry["level"] == "SEVERE"] == []
+
 
 async def test_after_the_socket_is_cut_it_reconnects_and_shows_every_change_once(
     prosody_factory: Callable[..., ProsodyServer],
