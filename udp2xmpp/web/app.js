@@ -58,12 +58,13 @@
     if (query.get("ws")) settings.websocket = query.get("ws");
     if (query.get("domain")) settings.domain = query.get("domain");
     if (query.get("muc")) settings.muc = query.get("muc");
-    settings.rooms = (query.get("rooms") || "")
+    roomNames = (query.get("rooms") || "")
       .split(",")
       .map((r) => r.trim())
-      .filter(Boolean)
-      .map(roomJid);
+      .filter(Boolean);
   }
+
+  let roomNames = [];
 
   function roomJid(name) {
     return (name.includes("@") ? name : `${name}@${settings.muc}`).toLowerCase();
@@ -197,6 +198,7 @@
   }
 
   function connect() {
+    settings.rooms = roomNames.map(roomJid); // once the MUC service is known
     window.clearTimeout(retryTimer);
     retryTimer = null;
     const mine = ++generation;
@@ -353,6 +355,9 @@
           if (after !== null && !complete && last && pages < MAX_PAGES) {
             page(last.textContent);
           } else {
+            if (after !== null && !complete) {
+              notice(`Too much to catch up in ${state.name}: only the first ${pages * PAGE_SIZE} changes are shown.`);
+            }
             done();
           }
         },
