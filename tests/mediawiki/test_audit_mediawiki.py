@@ -178,6 +178,7 @@ def test_a_clean_run_matches_with_exit_status_0(run: Run) -> None:
         "extra": 0,
         "duplicated": 0,
         "differing": 0,
+        "unrecorded": 0,
     }
     assert (document["missing"], document["extra"], document["differing"]) == ([], [], [])
     assert document["wiki"] == run.wiki_id
