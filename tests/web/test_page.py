@@ -13,12 +13,14 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -26,6 +28,7 @@ from selenium.webdriver.common.by import By
 from harness.prosody import ProsodyServer
 from tests.helpers import archived_stable_ids, bridge_config, running_bridge, wait_for
 from udp2xmpp.bridge import Bridge
+from udp2xmpp.httpd import WEB_DIR
 from xmlrc.wire.model import RecentChange
 from xmlrc_emitter import Emitter
 
@@ -150,8 +153,24 @@ def _driver() -> webdriver.Chrome:
 
 
 @asynccontextmanager
+async def static_files() -> AsyncIterator[str]:
+    """The page's directory on a plain static web server (loopback): its base URL."""
+    app = web.Application()
+    app.router.add_static("/rc/", WEB_DIR)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/rc/"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def page_setup(
-    prosody_factory: Callable[..., ProsodyServer], query: str = ""
+    prosody_factory: Callable[..., ProsodyServer], query: str = "", *, static: bool = False
 ) -> AsyncIterator[tuple[Bridge, Page]]:
     prosody = prosody_factory(web=True)
     config = bridge_config(
@@ -166,6 +185,7 @@ async def page_setup(
     bridge = await running_bridge(config)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selenium")
     driver: webdriver.Chrome | None = None
+    stack = AsyncExitStack()
     try:
         room = f"{WIKI}@{prosody.muc_domain}"
         await wait_for(lambda: room in bridge.sink.joined_rooms(), what="the bridge's room")
@@ -173,6 +193,16 @@ async def page_setup(
         host, port = bridge.http_address
         driver = await asyncio.get_running_loop().run_in_executor(pool, _driver)
         page = Page(driver, pool, f"http://{host}:{port}/{query}", prosody)
+        if static:
+            settings = urlencode(
+                {
+                    "ws": prosody.websocket_url,
+                    "domain": prosody.anonymous_domain,
+                    "muc": prosody.muc_domain,
+                    "rooms": WIKI,
+                }
+            )
+            page.url = f"{await stack.enter_async_context(static_files())}index.html?{settings}"
         await page.call(driver.get, page.url)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
@@ -187,6 +217,7 @@ async def page_setup(
         if driver is not None:
             await asyncio.get_running_loop().run_in_executor(pool, driver.quit)
         pool.shutdown(wait=True)
+        await stack.aclose()
         await bridge.stop()
 
 
@@ -323,6 +354,16 @@ async def test_after_the_socket_is_cut_it_reconnects_and_shows_every_change_once
         assert ids == [f"{WIKI}/{n}" for n in range(10, 0, -1)]  # newest first, no gap
         # The five sent while away came from the archive, the others live.
         assert await page.js("return window.xmlrcPage.shown") == {"live": 5, "archive": 5}
+
+
+async def test_as_plain_static_files_it_takes_its_settings_from_the_query_string(
+    prosody_factory: Callable[..., ProsodyServer],
+) -> None:
+    async with page_setup(prosody_factory, static=True) as (bridge, page):
+        assert "/rc/index.html?" in await page.js("return window.location.href")
+        send(bridge, change(1, comment="from a static page"))
+        (row,) = await page.wait_rows(1)
+        assert row["id"] == f"{WIKI}/1" and row["comment"] == "from a static page"
 
 
 async def test_page_files_have_types_and_a_strict_policy_and_no_traversal(
