@@ -148,7 +148,7 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """The /metrics and /healthz listener; off when `listen` is None."""
+    """The /metrics and /healthz listener (and the live page); off when `listen` is None."""
 
     listen: tuple[str, int] | None = None
     #: Seconds a client has to send a complete request (from connecting, or
