@@ -103,9 +103,17 @@ class _Output:
 @click.option("--no-bots", is_flag=True, help="Leave out bot changes.")
 @click.option("--user", "users", multiple=True, help="Only changes by this user (repeatable).")
 @click.option("--title-regex", help="Only titles this Python regular expression finds.")
+@click.option(
+    "--title-glob", help="Only titles this pattern matches whole: * any text, ? one character."
+)
 @click.option("--min-change", type=int, help="Only size changes of at least this many bytes.")
 @click.option(
     "--max-change", type=int, help="Only size changes of at most this (-500: removals of 500+)."
+)
+@click.option(
+    "--min-abs-change",
+    type=click.IntRange(min=0),
+    help="Only changes adding or removing at least this many bytes.",
 )
 @click.option(
     "--json",
@@ -143,8 +151,10 @@ def tail(
     no_bots: bool,
     users: tuple[str, ...],
     title_regex: str | None,
+    title_glob: str | None,
     min_change: int | None,
     max_change: int | None,
+    min_abs_change: int | None,
     as_json: bool,
     since: str | None,
     state_file: str | None,
@@ -165,7 +175,16 @@ def tail(
         )
         since_time = parse_since(since) if since else None
         where = _filter(
-            wikis, types, namespaces, no_bots, users, title_regex, min_change, max_change
+            wikis,
+            types,
+            namespaces,
+            no_bots,
+            users,
+            title_regex,
+            min_change,
+            max_change,
+            title_glob=title_glob,
+            min_abs_change=min_abs_change,
         )
     except (ConfigError, ValueError) as exc:
         _fail(str(exc), 2)
@@ -218,7 +237,11 @@ def _filter(
     title_regex: str | None,
     min_change: int | None,
     max_change: int | None,
+    *,
+    title_glob: str | None = None,
+    min_abs_change: int | None = None,
 ) -> ChangeFilter:
+    """The conditions of `rcclient tail`'s options, for the one filter engine."""
     conditions: dict[str, Any] = {}
     if wikis:
         conditions["wiki"] = wikis
@@ -236,6 +259,10 @@ def _filter(
         conditions["min_change"] = min_change
     if max_change is not None:
         conditions["max_change"] = max_change
+    if title_glob is not None:
+        conditions["title_glob"] = title_glob
+    if min_abs_change is not None:
+        conditions["min_abs_change"] = min_abs_change
     return ChangeFilter(**conditions)
 
 

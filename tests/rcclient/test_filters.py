@@ -136,3 +136,14 @@ def test_values_that_used_to_match_nothing_now_fail_at_once(
     with ==, and ``ns="0"`` or ``type="edits"`` silently matched no change)."""
     with pytest.raises(ValueError, match=f"^{message}"):
         ChangeFilter(**conditions)
+
+
+def test_tail_options_reach_the_one_engine_title_glob_and_min_abs_change() -> None:
+    """`rcclient tail --title-glob ... --min-abs-change ...`, as the CLI builds them."""
+    from rcclient.cli import _filter
+
+    where = _filter((), (), (), False, (), None, None, None, title_glob="List of *",
+                    min_abs_change=500)  # fmt: skip
+    assert where(change("enwiki", 1, title="List of rivers", oldlen=2_000, newlen=1_400))
+    assert not where(change("enwiki", 2, title="List of rivers", oldlen=2_000, newlen=2_100))
+    assert not where(change("enwiki", 3, title="Rivers", oldlen=0, newlen=900))
