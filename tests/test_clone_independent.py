@@ -1,6 +1,6 @@
 """The suite runs from any clone: no tracked file names a checkout's absolute path.
 
-A test that points at one developer's virtualenv (``/work/main/.venv/...``)
+A test that points at one developer's virtualenv (``/home/dev/xmlrc/.venv/...``)
 passes only where that path happens to exist; it failed from a newcomer's
 clone. Programs are found next to ``sys.executable`` instead.
 """
@@ -48,5 +48,5 @@ def test_no_tracked_file_names_this_checkout_or_an_absolute_venv() -> None:
 
 
 def test_the_pattern_catches_what_broke_a_clean_clone() -> None:
-    assert ABSOLUTE_VENV.search('RCCLIENT = "/work/main/.venv/bin/rcclient"')
+    assert ABSOLUTE_VENV.search('RCCLIENT = "/home/dev/xmlrc/.venv/bin/rcclient"')
     assert not ABSOLUTE_VENV.search("$(VENV)/bin/pytest and .venv/bin/rcclient")
