@@ -19,14 +19,18 @@ CHECKED = ("tests/", "benchmarks/", "harness/", "scripts/", ".ci/", "Makefile", 
 TEXT_SUFFIXES = {".py", ".toml", ".cfg", ".ini", ".sh", ".lua", ".service", ".php", ""}
 
 
-def tracked_text_files() -> list[Path]:
+def tracked_text_files(*, everywhere: bool = False) -> list[Path]:
+    """What runs from the clone; with `everywhere`, every tracked text file (docs too)."""
     names = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
+    suffixes = TEXT_SUFFIXES | ({".md", ".yml", ".json", ".html", ".js"} if everywhere else set())
     return [
         ROOT / n
         for n in names
-        if n.startswith(CHECKED) and Path(n).suffix in TEXT_SUFFIXES and (ROOT / n).is_file()
+        if (everywhere or n.startswith(CHECKED))
+        and Path(n).suffix in suffixes
+        and (ROOT / n).is_file()
     ]
 
 
@@ -44,6 +48,16 @@ def test_no_tracked_file_names_this_checkout_or_an_absolute_venv() -> None:
         text = path.read_text(encoding="utf-8", errors="replace")
         if str(ROOT) in text or ABSOLUTE_VENV.search(text):
             offenders.append(path.relative_to(ROOT).as_posix())
+    assert offenders == []
+
+
+def test_no_tracked_file_anywhere_names_this_checkout() -> None:
+    """Docs and examples too: a profile pasted with its paths said /work/main/..."""
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for path in tracked_text_files(everywhere=True)
+        if str(ROOT) in path.read_text(encoding="utf-8", errors="replace")
+    ]
     assert offenders == []
 
 
