@@ -52,7 +52,7 @@ def test_no_tracked_file_names_this_checkout_or_an_absolute_venv() -> None:
 
 
 def test_no_tracked_file_anywhere_names_this_checkout() -> None:
-    """Docs and examples too: a profile pasted with its paths said /work/main/..."""
+    """Docs and examples too: a pasted profile named the development checkout in every path"""
     offenders = [
         path.relative_to(ROOT).as_posix()
         for path in tracked_text_files(everywhere=True)
