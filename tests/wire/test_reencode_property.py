@@ -116,7 +116,8 @@ def assert_encodes_and_round_trips(change: RecentChange) -> None:
     line = change_to_line(change)
     assert "\n" not in line
     body = escape_text(xml_safe(line))
-    assert encoded_size(change) == len(body.encode()) + len(text.encode()) <= WORST_CASE_SIZE
+    payload = f"<body>{body}</body>{text}"
+    assert encoded_size(change) == len(payload.encode()) <= WORST_CASE_SIZE
 
 
 def accepted(decode: Any, value: Any) -> RecentChange | None:

@@ -18,7 +18,8 @@ from xmlrc.wire.size import WORST_CASE_SIZE, encoded_size, worst_case_size
 
 def message_part(change: RecentChange) -> bytes:
     """What a change puts in its room message (as udp2xmpp.sink.stanza builds it)."""
-    return (escape_text(xml_safe(change_to_line(change))) + change_to_xml_text(change)).encode()
+    body = escape_text(xml_safe(change_to_line(change)))
+    return f"<body>{body}</body>{change_to_xml_text(change)}".encode()
 
 
 def test_encoded_size_is_exact_on_every_real_change() -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from xmlrc.wire import RecentChange, change_to_element, change_to_line
-from xmlrc.wire.rcxml import change_to_xml_text, escape_attribute, escape_text
+from xmlrc.wire.rcxml import escape_attribute
 from xmlrc.wire.safexml import xml_safe
+from xmlrc.wire.size import payload_text
+
+__all__ = ["build_message", "envelope_size", "message_around", "message_text", "payload_text"]
 
 CLIENT_NS = "jabber:client"
 SID_NS = "urn:xmpp:sid:0"
@@ -35,15 +38,6 @@ def build_message(
     message.append(change_to_element(change))
     ET.SubElement(message, f"{{{SID_NS}}}origin-id", {"id": xml_safe(stable_id)})
     return message
-
-
-def payload_text(change: RecentChange) -> str:
-    """The part of a change's message that does not depend on the room: ``<body>`` and
-    ``<rc>``, escaped. Built once at intake (its size is checked there) and shared by
-    every room the change goes to."""
-    return (
-        f"<body>{escape_text(xml_safe(change_to_line(change)))}</body>{change_to_xml_text(change)}"
-    )
 
 
 def envelope_size(room: str, stable_id: str, sender: str | None) -> int:

@@ -4,82 +4,39 @@ that the field limits allow.
 A room message (``udp2xmpp.sink.stanza.message_text``) is the ``<body>`` line
 (escaped), the ``<rc>`` element, and a wrapper that depends only on the room,
 the sender and the stable id (``<message to=... id=...>``, ``<origin-id/>``).
-`encoded_size` gives the exact UTF-8 size of the first two, so the bridge can
-refuse a change whose message the XMPP server would refuse as too large.
+`payload_text` builds the first two (the one definition of them) and
+`encoded_size` measures it, so the bridge can refuse a change whose message
+the XMPP server would refuse as too large.
 """
 
 from __future__ import annotations
 
-import re
-
 from . import coerce
 from .ircline import change_to_line
 from .model import RecentChange
-from .rcxml import NAMESPACE, logparams_text, rc_attributes
+from .rcxml import NAMESPACE, change_to_xml_text, escape_text
 from .safexml import xml_safe
 
-_ATTR_SPECIAL = re.compile('[&<>"\n\r\t]')
-_TEXT_SPECIAL = re.compile("[&<>\r]")
 _RC_OPEN = len(f'<rc xmlns="{NAMESPACE}"')
 
 
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
-
-
-def _attr_extra(text: str) -> int:
-    # Bytes escaping adds: what `rcxml.escape_attribute` writes for each character.
-    if _ATTR_SPECIAL.search(text) is None:
-        return 0
-    count = text.count
-    return (
-        4 * count("&") + 3 * count("<") + 3 * count(">") + 5 * count('"')
-        + 4 * count("\n") + 4 * count("\r") + 3 * count("\t")
-    )  # fmt: skip
-
-
-def _text_extra(text: str) -> int:
-    # The same for `rcxml.escape_text`.
-    if _TEXT_SPECIAL.search(text) is None:
-        return 0
-    count = text.count
-    return 4 * count("&") + 3 * count("<") + 3 * count(">") + 4 * count("\r")
-
-
-def body_size(change: RecentChange) -> int:
-    """UTF-8 bytes of the ``<body>`` text: the IRC line, XML-safe and escaped."""
-    line = xml_safe(change_to_line(change))
-    return _utf8_len(line) + _text_extra(line)
-
-
-def rc_size(change: RecentChange) -> int:
-    """UTF-8 bytes of ``change_to_xml_text(change)``, computed without building it."""
-    attrs = rc_attributes(change)
-    values = "".join(attrs.values())
-    # ' name="value"' for each attribute
-    size = _RC_OPEN + 4 * len(attrs) + sum(map(len, attrs)) + _utf8_len(values)
-    size += _attr_extra(values)
-    if change.tags is None and change.logparams is None:
-        return size + 2  # "/>"
-    size += 1 + 5  # ">" and "</rc>"
-    if change.tags is not None:
-        tags = xml_safe("".join(change.tags))
-        size += 13 + 11 * len(change.tags) + _utf8_len(tags) + _text_extra(tags)
-    if change.logparams is not None:
-        text = logparams_text(change)
-        size += 23 + _utf8_len(text) + _text_extra(text)  # <logparams></logparams>
-    return size
+def payload_text(change: RecentChange) -> str:
+    """The part of a change's room message that does not depend on the room:
+    ``<body>`` (the IRC line, XML-safe, escaped) and ``<rc>``. Built once per
+    change, shared by every room it goes to (`udp2xmpp.sink.stanza`)."""
+    line = escape_text(xml_safe(change_to_line(change)))
+    return f"<body>{line}</body>{change_to_xml_text(change)}"
 
 
 def encoded_size(change: RecentChange) -> int:
-    """The exact UTF-8 size of what a change puts in its room message: the
-    escaped ``<body>`` text plus the ``<rc>`` element (`change_to_xml_text`).
+    """The exact UTF-8 size of `payload_text`: what a change puts in its room message.
 
     The whole message adds a wrapper of fixed shape: ``<message to="ROOM"
-    type="groupchat" id="ID"><body></body>`` ... ``<origin-id xmlns=
-    "urn:xmpp:sid:0" id="ID"/></message>`` (plus ``from`` for a component).
+    type="groupchat" id="ID">`` ... ``<origin-id xmlns="urn:xmpp:sid:0"
+    id="ID"/></message>`` (plus ``from`` for a component).
     """
-    return body_size(change) + rc_size(change)
+    text = payload_text(change)
+    return len(text) if text.isascii() else len(text.encode())
 
 
 # -- the worst case the limits allow ---------------------------------------------------
@@ -120,7 +77,7 @@ def worst_case_size() -> int:
     rc += ATTRIBUTE_FACTOR * sum(limit.values())
     rc += len("<tags></tags>") + coerce.MAX_TAGS * (11 + TEXT_FACTOR * coerce.MAX_TAG_LENGTH)
     rc += len("<logparams></logparams>") + TEXT_FACTOR * coerce.MAX_LOGPARAMS_CHARS
-    return max(log_body, edit_body) + rc
+    return len("<body></body>") + max(log_body, edit_body) + rc
 
 
 #: `worst_case_size()` under today's limits.
