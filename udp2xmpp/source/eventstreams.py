@@ -53,7 +53,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from xmlrc.wire import DecodeError, RecentChange
+from xmlrc.wire import DecodeError
 from xmlrc.wire.coerce import strict_json
 from xmlrc.wire.jsonfeed import change_from_json
 from xmlrc.wire.model import utc_from_iso
@@ -106,15 +106,6 @@ def wiki_matcher(allow: tuple[str, ...], deny: tuple[str, ...]) -> Any:
         return result
 
     return verdict
-
-
-def _dedupe_key(change: RecentChange, meta: dict[str, Any]) -> str:
-    """The change's stable id; but abuse filter hits carry no rcid and ``log_id`` 0, so
-    for them (and any change without either) the event's own ``meta.id`` (a UUID)."""
-    if change.rcid is not None or (change.logid or 0) > 0:
-        return change.stable_id
-    event_id = meta.get("id")
-    return f"{change.wiki}/event/{event_id}" if isinstance(event_id, str) else change.stable_id
 
 
 def _is_pattern(text: str) -> bool:
@@ -380,7 +371,7 @@ class EventStreamsFeed:
             self.undecodable[exc.reason.value] += 1
             self._bad_log.warning("dropped an event: %s", exc)
             return
-        if not self._remember(_dedupe_key(change, meta)):
+        if not self._remember(change.stable_id):  # the id rooms and readers dedupe by
             self.duplicates += 1
             return
         self.events[self._label(change.wiki)] += 1
