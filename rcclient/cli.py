@@ -50,7 +50,7 @@ from xmlrc.wire.rcxml import RC_TAG
 from xmlrc.xmpp import muc
 from xmlrc.xmpp.archive import query_page
 from xmlrc.xmpp.muc import PUBLISHER_NICK
-from xmlrc.xmpp.session import CLIENT_PORT, Endpoint, Session, SessionError
+from xmlrc.xmpp.session import CLIENT_PORT, Endpoint, Session, SessionError, split_hostport
 
 from .audit import FEEDS, Feed, Window, archived_distrust, compare, default_fields, parse_fields
 from .client import Gap, RCClient, RCClientError
@@ -76,6 +76,13 @@ class _Output:
 @click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
 @click.option("--host", help="Server to connect to (default: the JID's domain).")
 @click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT}).")
+@click.option(
+    "--server",
+    "servers",
+    multiple=True,
+    help="Another node of the same service, HOST:PORT (repeatable): tried in turn when "
+    "the connection ends.",
+)
 @click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
 @click.option(
     "--config",
@@ -139,6 +146,7 @@ def tail(
     password: str | None,
     host: str | None,
     port: int | None,
+    servers: tuple[str, ...],
     ca_file: str | None,
     config_path: str | None,
     nick: str | None,
@@ -174,6 +182,7 @@ def tail(
             config=config_path,
         )
         since_time = parse_since(since) if since else None
+        addresses = tuple(_server(text) for text in servers)
         where = _filter(
             wikis,
             types,
@@ -192,6 +201,7 @@ def tail(
     output = _Output(as_json=as_json, colour=colour, count=count)
     options: dict[str, Any] = {
         "nick": nick,
+        "servers": addresses,
         "since": since_time,
         "state_file": state_file,
         "trust": trust,
@@ -226,6 +236,13 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("rcclient").setLevel(logging.INFO if verbose else logging.WARNING)
     # slixmpp logs tracebacks for conditions we report in one line ourselves.
     logging.getLogger("slixmpp").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL + 1)
+
+
+def _server(text: str) -> tuple[str, int]:
+    try:
+        return split_hostport(text)
+    except ValueError as exc:
+        raise ValueError(f"--server: {exc}") from None
 
 
 def _filter(
@@ -285,6 +302,7 @@ async def _tail(
         rooms,
         host=account.host,
         port=account.port,
+        servers=options["servers"],
         ca_file=account.ca_file,
         nick=options["nick"],
         since=since,

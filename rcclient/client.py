@@ -252,7 +252,9 @@ class RCClient:
     change once per room in archive order, gaps, and the resume state.
 
     ``rooms`` are room JIDs. ``host``/``port`` default to the JID's domain and
-    5222 (STARTTLS, verified against ``ca_file`` or the system's CAs).
+    5222 (STARTTLS, verified against ``ca_file`` or the system's CAs);
+    ``servers`` are further (host, port) nodes of the same service (a
+    cluster), tried in turn when a connection ends or fails.
     ``state_file`` enables resume across restarts; ``since`` (an aware
     datetime, or a timedelta before now) asks each room's archive for the
     changes since then on the first join of a room without a saved position.
@@ -270,6 +272,7 @@ class RCClient:
         *,
         host: str | None = None,
         port: int = CLIENT_PORT,
+        servers: Iterable[tuple[str, int]] = (),
         ca_file: str | None = None,
         verify_tls: bool = True,
         nick: str | None = None,
@@ -344,6 +347,7 @@ class RCClient:
                 port=port,
                 ca_file=ca_file,
                 verify_tls=verify_tls,
+                alternates=tuple(servers),
             ),
             # disco#info (rooms), RSM and MAM (catch-up) for the helpers of xmlrc.xmpp.
             plugins=("xep_0030", "xep_0059", "xep_0313"),
@@ -426,7 +430,8 @@ class RCClient:
         except TimeoutError:
             await self.close()
             raise RCClientError(
-                f"not in every room of {self.host}:{self.port} within {self.connect_timeout:g} s"
+                f"not in every room of {self.session.current_address[0]}:"
+                f"{self.session.current_address[1]} within {self.connect_timeout:g} s"
             ) from None
         except RCClientError:
             await self.close()

@@ -83,6 +83,7 @@ class Bridge:
                 xmpp.verify_tls,
                 component=component,
                 component_user=xmpp.component_user,
+                alternates=xmpp.servers,
             ),
             plugins=("xep_0030", "xep_0060"),
             stream_management=not component,

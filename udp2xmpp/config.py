@@ -25,7 +25,7 @@ from xmlrc.wire.coerce import WIKI_ID
 from xmlrc.wire.datagram import BRIDGE_HOST, BRIDGE_PORT, MAX_DATAGRAM
 from xmlrc.wire.model import utc_from_iso
 from xmlrc.xmpp.muc import PUBLISHER_NICK
-from xmlrc.xmpp.session import CLIENT_PORT, COMPONENT_PORT
+from xmlrc.xmpp.session import CLIENT_PORT, COMPONENT_PORT, split_hostport
 
 from .route.model import DEFAULT_DESCRIPTION, DEFAULT_ROOM, ROOM_NAME, RoutingSettings
 from .route.settings import ROOMS_KEYS, RoutingConfigError, parse_routing
@@ -49,6 +49,9 @@ class XmppSettings:
     host: str | None = None
     #: In client mode; a component's default is `COMPONENT_PORT`.
     port: int = CLIENT_PORT
+    #: ``servers = ["host:port", ...]``: the nodes of a cluster, tried in turn (the
+    #: first is also host/port); the bridge moves to the next when one stops answering.
+    servers: tuple[tuple[str, int], ...] = ()
     ca_file: str | None = None
     #: Off only for throwaway servers on loopback; verification is the default.
     verify_tls: bool = True
@@ -374,11 +377,19 @@ def parse_config(
             raise ConfigError(f"xmpp.ca_file: no such file: {ca_path}")
         ca_file = str(ca_path)
     x = functools.partial(settings_default, XmppSettings)
+    host = reader.opt_text(xmpp, "xmpp.host")
+    port = reader.port(xmpp, "xmpp.port", x("port") if mode == "client" else COMPONENT_PORT)
+    servers = _servers(xmpp)
+    if servers:
+        if "host" in xmpp or "port" in xmpp:
+            raise ConfigError("xmpp.servers: give either servers or host/port, not both")
+        host, port = servers[0]
     xmpp_settings = XmppSettings(
         jid=str(jid),
         password=_password(reader, xmpp, base_dir),
-        host=reader.opt_text(xmpp, "xmpp.host"),
-        port=reader.port(xmpp, "xmpp.port", x("port") if mode == "client" else COMPONENT_PORT),
+        host=host,
+        port=port,
+        servers=servers,
         ca_file=ca_file,
         verify_tls=reader.flag(xmpp, "xmpp.verify_tls", x("verify_tls")),
         mode=mode,
@@ -391,7 +402,7 @@ def parse_config(
     reader.no_unknown(
         xmpp,
         "xmpp",
-        {"jid", "password", "password_file", "password_env", "host", "port"}
+        {"jid", "password", "password_file", "password_env", "host", "port", "servers"}
         | {"ca_file", "verify_tls", "mode", "component_user", "self_ping_interval", "ping_timeout"},
     )
 
@@ -913,17 +924,25 @@ def _redis_password(reader: _Reader, section: dict[str, Any], base_dir: Path) ->
     return value or None
 
 
+def _servers(xmpp: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """``xmpp.servers``: a list of distinct "host:port" strings (empty: host/port)."""
+    value = xmpp.get("servers", [])
+    if not isinstance(value, list):
+        raise ConfigError(f'xmpp.servers: expected a list of "host:port", got {value!r}')
+    servers = tuple(parse_hostport(item, "xmpp.servers") for item in value)
+    if len(set(servers)) != len(servers):
+        raise ConfigError("xmpp.servers: a server is listed twice")
+    return servers
+
+
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
     """``"127.0.0.1:9390"`` or ``"[::1]:9390"`` to (host, port)."""
     if not isinstance(value, str):
         raise ConfigError(f'{key}: expected "host:port", got {value!r}')
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
-    host = host.removeprefix("[").removesuffix("]")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{key}: bad port in {value!r}")
-    return host, int(port_text)
+    try:
+        return split_hostport(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _wiki_list(value: Any, key: str) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ MASK = "***"
 #: Field names whose values are never printed.
 _SECRETS = frozenset({"password", "secret"})
 #: Dotted keys holding (host, port) pairs, written as "host:port".
-_HOSTPORTS = frozenset({"udp.listen", "http.listen"})
+_HOSTPORTS = frozenset({"udp.listen", "http.listen", "xmpp.servers"})
 #: ChangeFilter field -> its [[rooms.filtered]] key.
 _FILTER_KEYS = {"wikis": "wiki", "types": "type", "namespaces": "ns", "users": "user"}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -58,6 +58,10 @@ class _Writer:
                 self.key("unknown_wikis", getattr(value, "unknown_wikis", None))
                 self.key("all_room", getattr(value, "all_room", None))
                 later.append(("routing", value))
+            elif (
+                path == "xmpp" and name in ("host", "port") and bool(getattr(obj, "servers", None))
+            ):
+                continue  # written as the first of `servers`
             elif name in _SECRETS or field.metadata.get("secret"):
                 self.key(name, None if value is None else MASK, note="hidden")
             elif dotted in _HOSTPORTS:

@@ -131,6 +131,7 @@ def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
     return status == "ok", {
         "status": status,
         "xmpp": bridge.session.state,
+        "xmpp_server": _hostport(*bridge.session.current_address),
         "udp": [_hostport(source.host, source.port) for source in listening],
         "rooms": len(sink.joined_rooms()),
         "refused_rooms": refused,

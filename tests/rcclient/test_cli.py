@@ -83,6 +83,25 @@ async def test_unreachable_server_is_one_line_and_status_1(prosody: ProsodyServe
     assert err.count("\n") == 1
 
 
+async def test_every_server_given_is_tried_before_giving_up(prosody: ProsodyServer) -> None:
+    first, second = free_port(), free_port()
+    args = ["--jid", "reader@localhost", "--password", "x", "--host", "127.0.0.1"]
+    status, out, err = await run_cli(
+        "tail",
+        *args,
+        "--port",
+        str(first),
+        "--server",
+        f"127.0.0.1:{second}",
+        "r@conference.localhost",
+    )
+    assert (status, out) == (1, "")
+    tried, failed = err.splitlines()
+    assert tried.startswith(f"rcclient: cannot connect to 127.0.0.1:{first}: ")
+    assert tried.endswith(f"; trying 127.0.0.1:{second}")
+    assert failed.startswith(f"rcclient: cannot connect to 127.0.0.1:{second}: ")
+
+
 @pytest.mark.parametrize(
     ("args", "status", "start"),
     [
@@ -92,6 +111,7 @@ async def test_unreachable_server_is_one_line_and_status_1(prosody: ProsodyServe
         (["--jid", "a@l", "--password", "p", "--title-regex", "("], 2, "rcclient: title_regex: "),
         (["--jid", "a@l", "--password", "p", "--ca-file", "/nonexistent.pem"], 2, "rcclient: CA"),
         (["--jid", "a@l", "--password", "p", "--resume", "{bad}"], 1, "rcclient: state file"),
+        (["--jid", "a@l", "--password", "p", "--server", "nowhere"], 2, "rcclient: --server: "),
     ],
 )
 def test_usage_errors_are_one_line(

@@ -53,6 +53,9 @@ def test_several_listen_addresses_and_ipv6() -> None:
         ("xmpp", "port", "5222", "xmpp.port: must be an integer"),
         ("xmpp", "ca_file", "/nonexistent/ca.pem", "xmpp.ca_file: no such file"),
         ("xmpp", "colour", "blue", "xmpp.colour: unknown key"),
+        ("xmpp", "servers", "127.0.0.2:5222", "xmpp.servers: expected a list"),
+        ("xmpp", "servers", ["127.0.0.2"], "xmpp.servers: expected"),
+        ("xmpp", "servers", ["a:1", "a:1"], "xmpp.servers: a server is listed twice"),
         ("udp", "listen", "9390", "udp.listen"),
         ("udp", "listen", "127.0.0.1:http", "udp.listen: bad port"),
         ("udp", "listen", [], "udp.listen: needs at least one address"),
@@ -117,6 +120,25 @@ def test_an_empty_ish_config_is_exactly_the_dataclass_defaults(
         {**minimal, "xmpp": {"jid": "rc.localhost", "password": "pw", "mode": "component"}}
     )
     assert component.xmpp.port == COMPONENT_PORT
+
+
+def test_the_nodes_of_a_cluster_are_tried_in_turn_and_read_back() -> None:
+    import tomllib
+
+    from udp2xmpp.effective import effective_toml
+
+    servers = ["127.0.0.2:5222", "[::1]:5223"]
+    config = parse_config(config_with("xmpp", "servers", servers))
+    assert (config.xmpp.host, config.xmpp.port) == ("127.0.0.2", 5222)
+    assert config.xmpp.servers == (("127.0.0.2", 5222), ("::1", 5223))
+    again = tomllib.loads(effective_toml(config).replace('"***"', '"x"'))
+    assert again["xmpp"]["servers"] == servers and "host" not in again["xmpp"]
+    assert parse_config(again).xmpp.servers == config.xmpp.servers
+
+    both = config_with("xmpp", "servers", servers)
+    both["xmpp"]["host"] = "127.0.0.9"
+    with pytest.raises(ConfigError, match=r"xmpp\.servers: give either servers or host/port"):
+        parse_config(both)
 
 
 def test_a_bridge_without_udp_prints_and_reads_back_its_effective_config() -> None:

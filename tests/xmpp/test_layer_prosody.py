@@ -66,3 +66,40 @@ async def test_join_reports_ownership_a_taken_nick_and_the_self_ping_verdicts(
     finally:
         await other.stop()
         await owner.stop()
+
+
+async def test_a_session_tries_each_server_of_a_cluster_in_turn(prosody: ProsodyServer) -> None:
+    """A dead first node: the session starts on the second; a drop moves it on, past
+    the dead one (refused at once) and back, without the backoff pause in between."""
+    import asyncio
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind((prosody.host, 0))
+        dead = (prosody.host, probe.getsockname()[1])
+    live = (prosody.host, prosody.c2s_port)
+    session = Session(
+        Endpoint(
+            prosody.jid("reader"),
+            "readerpass",
+            *dead,
+            str(prosody.ca_file),
+            alternates=(dead, live),
+        ),
+        connect_timeout=20,
+    )
+    assert session.endpoint.addresses == (dead, live)
+    await session.start(wait=True)
+    try:
+        assert session.current_address == live and session.connections == 1
+        session.backoff.initial = session.backoff.maximum = 600.0  # a pause would show
+        session.backoff.reset()
+        session.drop("test: the node went away")
+        for _ in range(400):
+            if session.connections == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert session.connections == 2 and session.online
+        assert session.current_address == live
+    finally:
+        await session.stop()

@@ -39,6 +39,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionState",
+    "split_hostport",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,17 @@ CLIENT_PORT = 5222
 COMPONENT_PORT = 5347
 
 
+def split_hostport(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:5222"`` or ``"[::1]:5222"`` to (host, port); ValueError if not."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f'expected "host:port", got {text!r}')
+    host = host.removeprefix("[").removesuffix("]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port_text)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where and as whom to connect.
@@ -58,6 +70,10 @@ class Endpoint:
     ``host``/``port`` default to the JID's domain and 5222 (a component:
     127.0.0.1 and 5347). In component mode ``jid`` is the component's domain
     and ``password`` its secret (plaintext: keep it on loopback).
+
+    ``alternates`` are further servers of the same service (the nodes of a
+    cluster), tried in turn after ``host``/``port``: a session that ends, or an
+    attempt that fails, moves on to the next one.
     """
 
     jid: str
@@ -69,12 +85,20 @@ class Endpoint:
     component: bool = False
     #: Component mode: the user part the component speaks as (``bridge@rc.example.org``).
     component_user: str = "bridge"
+    alternates: tuple[tuple[str, int], ...] = ()
 
     @property
     def address(self) -> tuple[str, int]:
+        """The first server to try."""
         if self.component:
             return self.host or "127.0.0.1", self.port or COMPONENT_PORT
         return self.host or slixmpp.JID(self.jid).domain, self.port or CLIENT_PORT
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every server to try, in order: `address`, then the alternates."""
+        first = self.address
+        return (first, *(a for a in self.alternates if a != first))
 
 
 class Backoff:
@@ -105,7 +129,7 @@ def make_client(
     """The slixmpp object for `endpoint`, TLS verified unless ``verify_tls`` is false."""
     client: BridgeClient | BridgeComponent
     if endpoint.component:
-        host, port = endpoint.address
+        host, port = endpoint.address  # connect() is given the address of each attempt
         client = BridgeComponent(endpoint.jid, endpoint.password, host, port)
     else:
         client = BridgeClient(endpoint.jid, endpoint.password)
@@ -154,6 +178,10 @@ class Session:
         #: Sessions established (a resumed stream counts too), and the last end's reason.
         self.connections = 0
         self.last_error: str | None = None
+        #: The servers are tried in turn (`_index` counts attempts); the backoff
+        #: pause comes only once each has failed (`_failures`: since the last session).
+        self._index = 0
+        self._failures = 0
         self._state_callbacks: list[Callable[[SessionState], None]] = []
         self._online_callbacks: list[Callable[[bool], None]] = []
         self._offline_callbacks: list[Callback] = []
@@ -200,6 +228,12 @@ class Session:
         return None
 
     @property
+    def current_address(self) -> tuple[str, int]:
+        """The server this session is connected to, or tries next."""
+        addresses = self.endpoint.addresses
+        return addresses[self._index % len(addresses)]
+
+    @property
     def own_jid(self) -> str:
         """Our full JID on this stream (a component: its domain)."""
         return str(self.client.boundjid)
@@ -225,9 +259,9 @@ class Session:
             await asyncio.wait_for(asyncio.shield(self._first), self.connect_timeout)
         except TimeoutError:
             await self.stop()
-            host, port = self.endpoint.address
+            where = ", ".join(f"{host}:{port}" for host, port in self.endpoint.addresses)
             raise SessionError(
-                f"no answer from {host}:{port} within {self.connect_timeout:g} s"
+                f"no answer from {where} within {self.connect_timeout:g} s"
             ) from None
         except SessionError:
             await self.stop()
@@ -276,11 +310,22 @@ class Session:
             self.last_error = reason
             if self._stopping:
                 return
-            if self._first is not None and not self._first.done():
-                self._first.set_exception(SessionError(reason))
-                return
+            servers = len(self.endpoint.addresses)
+            self._index += 1  # the next attempt goes to the next server, if any
+            self._failures = 0 if had_session else self._failures + 1
             if had_session:
                 self.backoff.reset()
+            if self._first is not None and not self._first.done():
+                if self._failures < servers:  # a first start tries each server once
+                    log.warning("%s; trying %s:%s", reason, *self.current_address)
+                    continue
+                self._first.set_exception(SessionError(reason))
+                return
+            if servers > 1 and (had_session or self._failures % servers):
+                # Another node of the cluster, at once: the one that dropped us or
+                # refused us is the one in doubt. A whole round of failures pauses.
+                log.warning("%s; trying %s:%s", reason, *self.current_address)
+                continue
             pause = self.backoff.next()
             log.warning("%s; reconnecting in %.1f s", reason, pause)
             await asyncio.sleep(pause)
@@ -292,11 +337,8 @@ class Session:
         ended: asyncio.Future[str] = loop.create_future()
         self._started, self._ended = started, ended
         self._set_state("connecting")
-        host, port = self.endpoint.address
-        if self.endpoint.component:
-            self.client.connect()
-        else:
-            self.client.connect(host, port)
+        host, port = self.current_address
+        self.client.connect(host, port)
         keepalive: asyncio.Task[None] | None = None
         try:
             either: set[asyncio.Future[Any]] = {started, ended}
@@ -372,15 +414,15 @@ class Session:
 
     def _on_connection_failed(self, error: Any) -> None:
         self.client.cancel_connection_attempt()  # we retry on our own schedule
-        host, port = self.endpoint.address
+        host, port = self.current_address
         self._end(f"cannot connect to {host}:{port}: {error}")
 
     def _on_invalid_certificate(self, error: Any) -> None:
-        host, port = self.endpoint.address
+        host, port = self.current_address
         self._end(f"the certificate of {host}:{port} is not trusted: {error}")
 
     def _on_disconnected(self, reason: Any) -> None:
-        host, port = self.endpoint.address
+        host, port = self.current_address
         self._end(f"disconnected from {host}:{port}" + (f" ({reason})" if reason else ""))
 
     def _set_state(self, state: SessionState) -> None:
