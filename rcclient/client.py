@@ -63,8 +63,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from xmlrc.tasks import Supervisor
-from xmlrc.wire import DecodeError, RecentChange, change_from_element
-from xmlrc.wire.rcxml import RC_TAG
+from xmlrc.wire import RecentChange, change_from_element
+from xmlrc.wire.rcxml import DECODE_FAILURES, RC_TAG
 from xmlrc.xmpp import muc
 from xmlrc.xmpp.archive import ArchivedMessage, query_page
 from xmlrc.xmpp.muc import PUBLISHER_NICK
@@ -86,10 +86,8 @@ _PAGE_SIZE = 50
 #: A re-entry without a known archive id asks for what was archived since the
 #: previous entry, minus this much (clock differences between client and server).
 _CLOCK_MARGIN = timedelta(seconds=10)
-#: What a decoder may raise on a hostile value, beside DecodeError: a timestamp that
-#: overflows when converted to UTC, an absurd number, a wrong type. Caught at the
-#: boundary, so one stored message can never end a session or its catch-up.
-_DECODE_FAILURES = (DecodeError, ValueError, OverflowError, TypeError)
+#: Caught at the boundary, so one stored message can never end a session or its catch-up.
+_DECODE_FAILURES = DECODE_FAILURES
 #: At most one "dropped a forged change" warning per room in this many seconds.
 _FORGED_LOG_INTERVAL = 60.0
 

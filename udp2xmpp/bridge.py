@@ -85,8 +85,13 @@ class Bridge:
                 component_user=xmpp.component_user,
                 alternates=xmpp.servers,
             ),
-            plugins=("xep_0030", "xep_0060"),
+            # A pair's standby reads the room's archive (MAM, RSM) when it takes over.
+            plugins=("xep_0030", "xep_0060")
+            + (("xep_0059", "xep_0313") if config.pair.enabled else ()),
             stream_management=not component,
+            # In a pair the publisher's nick must come free when this bridge dies, not
+            # when the server gives up on resuming its stream.
+            resumable=not config.pair.enabled,
             keepalive=xmpp.self_ping_interval,
             ping_timeout=xmpp.ping_timeout,
         )
@@ -102,6 +107,8 @@ class Bridge:
                 config.rooms.nick,
                 timeout=xmpp.ping_timeout,
                 max_in_flight=delivery.max_iq_in_flight,
+                standby_nick=config.pair.standby_nick or None,
+                peers=config.pair.peers,
             ),
             queue_size=delivery.queue_size,
             max_queued_bytes=delivery.max_queued_bytes,

@@ -316,6 +316,23 @@ FEED_SECTIONS: tuple[str, ...] = ("eventstreams", "redis")
 
 
 @dataclass(frozen=True, slots=True)
+class PairSettings:
+    """``[pair]``: a bridge pair. Another bridge (its own account, another machine)
+    receives the same changes; in each room one of the two publishes, the one
+    holding the publisher's nick, and the other stands by to take over."""
+
+    #: The other bridge's account (bare JIDs): made an owner of every room, so it
+    #: can take over. Empty: no pair.
+    peers: tuple[str, ...] = ()
+    #: This bridge's nick while it stands by; "" means ``{rooms.nick}~{xmpp.jid's user}``.
+    standby_nick: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.peers)
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeConfig:
     """A whole validated config: one settings object per section, and where it came from."""
 
@@ -327,6 +344,7 @@ class BridgeConfig:
     log: LogSettings = field(default_factory=LogSettings)
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     pubsub: PubSubSettings = field(default_factory=PubSubSettings)
+    pair: PairSettings = field(default_factory=PairSettings)
     #: The EventStreams source; None when the config has no [eventstreams] section.
     eventstreams: EventStreamsSettings | None = None
     #: The Redis source; None when the config has no [redis] section.
@@ -353,7 +371,7 @@ def parse_config(
     known = {"xmpp", "udp", "rooms", "delivery", "wikis", "http", "log"}
     known |= {"eventstreams"}
     known |= {"subscriptions", "pubsub"}
-    known |= {"redis"}
+    known |= {"redis", "pair"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section (known: {', '.join(sorted(known))})")
@@ -486,8 +504,38 @@ def parse_config(
         pubsub=_pubsub_settings(reader),
         eventstreams=_eventstreams_settings(reader, base_dir),
         redis=_redis_settings(reader, base_dir),
+        pair=_pair_settings(reader, xmpp_settings, room_settings),
         source=source,
     )
+
+
+def _pair_settings(reader: _Reader, xmpp: XmppSettings, rooms: RoomSettings) -> PairSettings:
+    section = reader.section("pair", required=False)
+    reader.no_unknown(section, "pair", {"peers", "standby_nick"})
+    value = section.get("peers", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"pair.peers: expected a list of bare JIDs, got {value!r}")
+    own = JID(xmpp.jid).bare
+    peers = []
+    for text in value:
+        try:
+            peer = JID(text)
+        except InvalidJID as exc:
+            raise ConfigError(f"pair.peers: not a valid JID {text!r}: {exc}") from None
+        if not peer.user or peer.resource:
+            raise ConfigError(f"pair.peers: {text!r}: a bare account JID, user@domain")
+        if peer.bare == own:
+            # One account twice: Prosody lets two sessions of an account share a nick.
+            raise ConfigError(f"pair.peers: {text!r} is this bridge's own account")
+        peers.append(peer.bare)
+    standby = reader.opt_text(section, "pair.standby_nick") or ""
+    if peers:
+        if xmpp.mode != "client":
+            raise ConfigError("pair.peers: a bridge pair runs in client mode (xmpp.mode)")
+        standby = standby or f"{rooms.nick}~{JID(xmpp.jid).user}"
+        if standby == rooms.nick:
+            raise ConfigError("pair.standby_nick: must differ from rooms.nick")
+    return PairSettings(peers=tuple(dict.fromkeys(peers)), standby_nick=standby)
 
 
 _UDP_EDGE_KEYS = {"allow", "secret", "secret_file", "secret_env", "require_signature"} | {

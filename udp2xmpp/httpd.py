@@ -134,6 +134,7 @@ def health(bridge: Monitored) -> tuple[bool, dict[str, Any]]:
         "xmpp_server": _hostport(*bridge.session.current_address),
         "udp": [_hostport(source.host, source.port) for source in listening],
         "rooms": len(sink.joined_rooms()),
+        "standby_rooms": sink.standby_rooms(),
         "refused_rooms": refused,
         "pending": sink.pending,
         **({"feeds": {name: details for name, (_ok, details) in feeds.items()}} if feeds else {}),

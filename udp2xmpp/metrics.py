@@ -54,6 +54,9 @@ _SINK_HELP = {
     "connections": "XMPP sessions established.",
     "self_ping_failures": "Room self-pings (XEP-0410) that failed.",
     "nick_conflicts": "Rooms where another occupant held the bridge's nick (impersonation?).",
+    "takeovers": "Bridge pair: rooms this bridge took over when the publishing bridge left.",
+    "published_by_peer": "Bridge pair: changes the other bridge published (not sent here).",
+    "passed_by_peer": "Bridge pair: changes the other bridge went past without publishing.",
 }
 
 
@@ -223,6 +226,11 @@ class BridgeCollector(Collector):
         for reason, count in sorted(refusals.items()):
             refused.add_metric([reason], count)
         yield refused
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_rooms_standby",
+            "Bridge pair: rooms where the other bridge publishes and this one stands by.",
+            value=len(sink.standby_rooms()),
+        )
         yield GaugeMetricFamily(
             f"{_PREFIX}_queued_bytes",
             "Bytes of encoded changes queued or unconfirmed, all rooms (bounded by "

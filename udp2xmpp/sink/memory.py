@@ -7,6 +7,10 @@ when the connection goes (`lose_connection`) and comes back (`come_online`),
 which messages a room refuses (`refuse_message`). Everything written is kept
 in `written`, in order, and the ids of what each room "received" (everything
 written before the last answered self-ping) in `delivered`.
+
+For a bridge pair, `peer_holds` makes another bridge the room's publisher (the
+sink stands by), `peer_publishes` and `peer_leaves` are what it does, and
+`archive` is what the room's archive shows of it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections import defaultdict
 from xmlrc.xmpp import PingResult, Verdict
 
 from ..route import RoomSpec
-from .link import EnterFailed, LinkEvents, RoomRefused
+from .link import EnterFailed, LinkEvents, Role, RoomRefused
 
 __all__ = ["MemoryLink"]
 
@@ -50,6 +54,12 @@ class MemoryLink:
         #: The next self-ping answers (FIFO), else "joined".
         self.ping_answers: list[PingResult] = []
         self._in_room: dict[str, list[str]] = defaultdict(list)  # written, not yet "arrived"
+        #: Bridge pair: rooms whose publisher's nick another bridge holds; rooms where
+        #: another standby wins the next take-over; each room's archived change ids.
+        self.peer_held: set[str] = set()
+        self.contested: set[str] = set()
+        self.archive: dict[str, list[str]] = defaultdict(list)
+        self.take_overs: list[str] = []
 
     # -- what a test does -----------------------------------------------------------------
 
@@ -85,6 +95,19 @@ class MemoryLink:
         assert self._events is not None
         self._events.room_left(room)
 
+    def peer_holds(self, room: str) -> None:
+        self.peer_held.add(room)
+
+    def peer_publishes(self, room: str, stable_ids: list[str]) -> None:
+        self.archive[room].extend(stable_ids)
+        assert self._events is not None
+        self._events.published_by_peer(room, stable_ids)
+
+    def peer_leaves(self, room: str) -> None:
+        self.peer_held.discard(room)
+        assert self._events is not None
+        self._events.publisher_left(room)
+
     # -- the Link interface ---------------------------------------------------------------
 
     def bind(self, events: LinkEvents) -> None:
@@ -117,7 +140,7 @@ class MemoryLink:
                 asyncio.get_running_loop().call_soon(self.lose_connection)
                 return
 
-    async def enter(self, room: RoomSpec) -> None:
+    async def enter(self, room: RoomSpec) -> Role:
         await asyncio.sleep(0)
         if room.jid in self.refusals:
             raise RoomRefused(room.jid, self.refusals[room.jid], "refused by the test")
@@ -125,6 +148,20 @@ class MemoryLink:
             self.failures[room.jid] -= 1
             raise EnterFailed(f"{room.jid}: failing on purpose")
         self.entered.append(room.jid)
+        return "standby" if room.jid in self.peer_held else "active"
+
+    async def take_over(self, room: RoomSpec) -> bool:
+        await asyncio.sleep(0)
+        if room.jid in self.contested:
+            self.contested.discard(room.jid)
+            self.peer_held.add(room.jid)
+            return False
+        self.take_overs.append(room.jid)
+        return True
+
+    async def published_recently(self, room: str, limit: int) -> list[str]:
+        await asyncio.sleep(0)
+        return self.archive[room][-limit:]
 
     async def reconfigure(self, room: RoomSpec) -> None:
         await asyncio.sleep(0)
@@ -134,7 +171,9 @@ class MemoryLink:
         self.pings += 1
         answer = self.ping_answers.pop(0) if self.ping_answers else PingResult(Verdict.JOINED)
         if answer.verdict is Verdict.JOINED:
-            self.delivered[room].extend(self._in_room.pop(room, []))
+            arrived = self._in_room.pop(room, [])
+            self.delivered[room].extend(arrived)
+            self.archive[room].extend(arrived)
         return answer
 
     def leave(self, room: str) -> None:

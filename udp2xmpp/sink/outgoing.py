@@ -13,15 +13,18 @@ before the next, so only the culprit is ever set aside.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from xmlrc.wire import RecentChange
 
-__all__ = ["MAX_LOSSES", "Outgoing", "RoomQueue"]
+__all__ = ["MAX_LOSSES", "SEEN_PUBLISHED", "Outgoing", "RoomQueue"]
 
 #: A change outstanding at this many consecutive connection losses is dead-lettered.
 MAX_LOSSES = 2
+#: Stable ids a standby remembers having seen the active bridge publish before it
+#: received them itself (so they are dropped when they arrive).
+SEEN_PUBLISHED = 10_000
 
 
 @dataclass(slots=True, eq=False)
@@ -48,6 +51,9 @@ class RoomQueue:
     #: Sent but not yet confirmed, with the sequence number of the write that sent each.
     unconfirmed: deque[tuple[int, Outgoing]] = field(default_factory=deque)
     sent_seq: int = 0
+    #: Bridge pair: ids published in the room by the other bridge that this one had
+    #: not received yet (oldest first, at most `SEEN_PUBLISHED`).
+    published_elsewhere: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self.queue) + len(self.unconfirmed)
@@ -110,6 +116,45 @@ class RoomQueue:
                     del self.unconfirmed[index]
                 return taken
         return []
+
+    def forget_published(self, stable_ids: list[str]) -> tuple[list[Outgoing], list[Outgoing]]:
+        """The other bridge of a pair published `stable_ids` in the room (in that order).
+
+        Each held change with one of those ids is dropped, and so is every change
+        of the same wiki queued before it: the other bridge has gone past it (it
+        published it before this one was looking, or never received it). An id not
+        held yet is remembered, and the change dropped when it arrives (`seen`).
+        Returns (the published changes dropped, the passed-over ones dropped).
+        """
+        published: list[Outgoing] = []
+        passed: list[Outgoing] = []
+        for stable_id in stable_ids:
+            index = next(
+                (n for n, item in enumerate(self.queue) if item.stable_id == stable_id), None
+            )
+            if index is None:
+                self.published_elsewhere[stable_id] = None
+                while len(self.published_elsewhere) > SEEN_PUBLISHED:
+                    self.published_elsewhere.popitem(last=False)
+                continue
+            wiki = self.queue[index].change.wiki
+            kept: deque[Outgoing] = deque()
+            for n, item in enumerate(self.queue):
+                if n < index and item.change.wiki == wiki:
+                    passed.append(item)
+                elif n == index:
+                    published.append(item)
+                else:
+                    kept.append(item)
+            self.queue = kept
+        return published, passed
+
+    def seen(self, stable_id: str) -> bool:
+        """Whether the other bridge of a pair already published this change here."""
+        if stable_id in self.published_elsewhere:
+            del self.published_elsewhere[stable_id]
+            return True
+        return False
 
     def clear(self) -> list[Outgoing]:
         """Empty the room (it is refused); returns what it held."""

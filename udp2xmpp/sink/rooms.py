@@ -19,6 +19,13 @@ Bounds, so no input can exhaust the bridge: each room's queue
 newest refused), changes in flight per room (``max_unconfirmed``), room
 entries and pings in flight (the link's semaphore).
 
+A bridge pair: where the other bridge holds the publisher's nick, this one
+*stands by*: it queues every change as usual but sends none, and forgets each
+change it sees the publisher post (with every change of the same wiki queued
+before it, which the publisher has gone past). When the publisher leaves the
+room, the standby takes its nick, forgets what the room's archive shows was
+published meanwhile, and sends the rest, in order.
+
 The logic is transport-independent: `XmppLink` is the real stream,
 `MemoryLink` an in-memory one for unit tests.
 """
@@ -74,6 +81,11 @@ class SinkStats:
     connections: int = 0
     self_ping_failures: int = 0
     nick_conflicts: int = 0
+    #: Bridge pair: rooms taken over from the other bridge; changes it published
+    #: (forgotten here), and changes it went past without publishing.
+    takeovers: int = 0
+    published_by_peer: int = 0
+    passed_by_peer: int = 0
 
 
 @dataclass(eq=False)
@@ -84,6 +96,9 @@ class RoomChannel:
     static: bool
     pending: RoomQueue = field(default_factory=RoomQueue)
     joined: bool = False
+    #: A bridge pair: the other bridge publishes here; `vacant`: it just left.
+    standby: bool = False
+    vacant: bool = False
     #: Why the bridge will not publish here (``not_owner``, ``misconfigured``,
     #: ``nick_taken``), with the details; None while all is well.
     refused: str | None = None
@@ -143,6 +158,9 @@ class RoomSink:
         if channel.refused is not None:
             self.stats.dropped_room_not_ours += 1
             return False
+        if channel.pending.seen(item.stable_id):  # the other bridge of a pair posted it
+            self.stats.published_by_peer += 1
+            return True
         if self.queued_bytes + item.size > self.max_queued_bytes:
             self.stats.dropped_memory += 1
             self._log.warning(
@@ -203,6 +221,10 @@ class RoomSink:
     def joined_rooms(self) -> list[str]:
         return [jid for jid, channel in self._channels.items() if channel.joined]
 
+    def standby_rooms(self) -> list[str]:
+        """Rooms where the other bridge of a pair publishes and this one stands by."""
+        return [jid for jid, ch in self._channels.items() if ch.joined and ch.standby]
+
     def refused_rooms(self) -> dict[str, str]:
         """Rooms the bridge will not publish in: JID -> reason."""
         return {jid: ch.refused for jid, ch in self._channels.items() if ch.refused is not None}
@@ -255,6 +277,33 @@ class RoomSink:
             self._requeue(channel, lost=False)
             channel.wake.set()
 
+    def publisher_left(self, room: str) -> None:
+        channel = self._channels.get(room)
+        if channel is not None and channel.standby and not self._stopping:
+            log.warning("the publishing bridge left %s: taking over", room)
+            channel.vacant = True
+            channel.wake.set()
+
+    def published_by_peer(self, room: str, stable_ids: list[str]) -> None:
+        channel = self._channels.get(room)
+        if channel is not None and channel.standby:
+            self._forget(channel, stable_ids)
+
+    def _forget(self, channel: RoomChannel, stable_ids: list[str]) -> None:
+        published, passed = channel.pending.forget_published(stable_ids)
+        for item in (*published, *passed):
+            self.queued_bytes -= item.size
+        self.stats.published_by_peer += len(published)
+        if passed:
+            self.stats.passed_by_peer += len(passed)
+            self._log.warning(
+                "the publishing bridge went past %d change(s) for %s it never posted "
+                "(first: %s); not posting them out of order",
+                len(passed),
+                channel.jid,
+                passed[0].stable_id,
+            )
+
     def message_refused(self, room: str, message_id: str, condition: str) -> None:
         # Errors arrive before the answer to the next self-ping (one stream, in
         # order), so a refused change is still among the unconfirmed.
@@ -293,7 +342,7 @@ class RoomSink:
                 continue
             if not channel.joined:
                 try:
-                    await self.link.enter(channel.spec)
+                    role = await self.link.enter(channel.spec)
                 except RoomRefused as exc:
                     self._refuse(channel, exc)
                     continue
@@ -306,8 +355,23 @@ class RoomSink:
                 retry = 1.0
                 self.stats.joins += 1
                 channel.joined = True
+                channel.standby, channel.vacant = role == "standby", False
                 channel.sent_since_ping.set()
-                log.info("joined %s", channel.jid)
+                if channel.standby:
+                    log.info("standing by in %s: the other bridge publishes there", channel.jid)
+                    try:
+                        await self._forget_archived(channel)
+                    except EnterFailed as exc:  # what we read live still counts
+                        self._log.warning("%s", exc)
+                else:
+                    log.info("joined %s", channel.jid)
+                continue
+            if channel.standby:
+                if channel.vacant:
+                    await self._take_over(channel)
+                else:
+                    channel.wake.clear()
+                    await channel.wake.wait()
                 continue
             pending = channel.pending
             if not pending.queue:
@@ -368,6 +432,43 @@ class RoomSink:
                 self._count_published(channel, sent)
                 channel.sent_since_ping.set()
             await asyncio.sleep(wait)  # also lets intake, acks and other rooms run
+
+    async def _take_over(self, channel: RoomChannel) -> None:
+        """The publisher left: take its nick, forget what it posted meanwhile, go on."""
+        channel.vacant = False
+        try:
+            won = await self.link.take_over(channel.spec)
+        except RoomRefused as exc:
+            self._refuse(channel, exc)
+            return
+        except EnterFailed as exc:
+            self._log.warning("%s: rejoining", exc)
+            channel.joined = channel.standby = False
+            return
+        if not won:
+            log.info("another bridge took over %s first: standing by", channel.jid)
+            return
+        try:
+            await self._forget_archived(channel)
+        except EnterFailed as exc:
+            # Publishing without knowing what the archive holds could post a change
+            # twice: hold the nick, and try the whole take-over again shortly.
+            self._log.warning("%s: taking over again in 1 s", exc)
+            channel.vacant = True
+            await asyncio.sleep(1.0)
+            return
+        channel.standby = False
+        self.stats.takeovers += 1
+        log.warning(
+            "took over publishing in %s: %d change(s) to send", channel.jid, len(channel.pending)
+        )
+        channel.sent_since_ping.set()
+
+    async def _forget_archived(self, channel: RoomChannel) -> None:
+        """Forget what the publisher posted while we were not looking (before we came
+        in, between leaving and rejoining): the room's archive shows it, if it keeps one."""
+        limit = len(channel.pending.queue) + 100
+        self._forget(channel, await self.link.published_recently(channel.jid, limit))
 
     def _message(self, channel: RoomChannel, items: list[Outgoing]) -> str:
         return message_around(

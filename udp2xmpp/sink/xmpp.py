@@ -7,6 +7,13 @@ post changes; members-only for a private wiki), configures it and reads the
 configuration back. A room that fails any of this is refused (`RoomRefused`):
 the bridge does not publish there. A nick held by another occupant is its own,
 alarming, refusal (``nick_taken``): someone may be impersonating the bridge.
+
+In a bridge pair (``standby_nick`` set) the publisher's nick is the lock: the
+room lets one occupant hold a nick, so one bridge publishes. A bridge that finds
+the nick taken stands by under its own nick, owner all the same; it reads what
+the publisher posts (the sink forgets those changes) and hears when it leaves,
+then leaves and rejoins under the publisher's nick (`take_over`), and checks the
+room's archive for what it may have missed (`published_recently`).
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from typing import Any
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from xmlrc.xmpp import JoinError, Outbox, PingResult, Session, muc
+from xmlrc.wire.rcxml import changes_in_message
+from xmlrc.xmpp import JoinError, Occupancy, Outbox, PingResult, Session, muc
+from xmlrc.xmpp.archive import query_page
 from xmlrc.xmpp.selfping import self_ping
 
 from ..config import DeliverySettings, settings_default
 from ..route import RoomSpec
-from .link import EnterFailed, LinkEvents, RoomRefused, config_problems, wanted_config
+from .link import EnterFailed, LinkEvents, Role, RoomRefused, config_problems, wanted_config
 
 __all__ = ["XmppLink", "self_ping"]
 
@@ -40,6 +49,12 @@ class _NoEvents:
     def message_refused(self, room: str, message_id: str, condition: str) -> None:
         pass
 
+    def publisher_left(self, room: str) -> None:
+        pass
+
+    def published_by_peer(self, room: str, stable_ids: list[str]) -> None:
+        pass
+
 
 class XmppLink:
     """Rooms over one `Session`, written through its `Outbox` (see the module docstring)."""
@@ -52,11 +67,19 @@ class XmppLink:
         *,
         timeout: float,
         max_in_flight: int = settings_default(DeliverySettings, "max_iq_in_flight"),
+        standby_nick: str | None = None,
+        peers: tuple[str, ...] = (),
     ) -> None:
+        """``standby_nick``: a bridge pair (the module docstring); ``peers``: the other
+        bridges' bare JIDs, made owners of every room so that they can take over."""
         self.session = session
         self.outbox = outbox
         self.nick = nick
+        self.standby_nick = standby_nick
+        self.peers = peers
         self.timeout = timeout
+        #: Our nick in each room we are in (the publisher's, or the standby one).
+        self._nicks: dict[str, str] = {}
         self._events: LinkEvents = _NoEvents()
         #: Pings and room entries in flight at once: a farm of rooms must not
         #: flood the server with IQs whose answers then time out.
@@ -64,6 +87,8 @@ class XmppLink:
         client = session.client
         client.add_event_handler("presence", self._on_presence)
         client.add_event_handler("message_error", self._on_message_error)
+        if standby_nick is not None:
+            client.add_event_handler("message", self._on_groupchat)
         session.on_online(lambda resumed: self._events.link_online(resumed))
         session.on_offline(lambda: self._events.link_offline())
 
@@ -100,56 +125,138 @@ class XmppLink:
         self.session.drop(reason)
 
     def leave(self, room: str) -> None:
-        muc.leave(self.session.client, room, self.nick, ifrom=self.sender)
+        nick = self._nicks.pop(room, self.nick)
+        muc.leave(self.session.client, room, nick, ifrom=self.sender)
 
     async def self_ping(self, room: str) -> PingResult:
+        nick = self._nicks.get(room, self.nick)
         async with self._in_flight:  # the timeout starts when the ping is sent
             return await self_ping(
-                self.session.client, f"{room}/{self.nick}", timeout=self.timeout, ifrom=self.sender
+                self.session.client, f"{room}/{nick}", timeout=self.timeout, ifrom=self.sender
             )
 
-    async def enter(self, room: RoomSpec) -> None:
-        """Join `room`, make sure it is ours and configured as required, or raise."""
-        client = self.session.client
+    async def enter(self, room: RoomSpec) -> Role:
+        """Join `room`, make sure it is ours and configured as required, or raise.
+
+        In a pair, a room whose publisher's nick is taken is entered under the
+        standby nick: "standby". Otherwise "active"."""
         async with self._in_flight:
+            role: Role = "active"
             try:
-                occupancy = await muc.join(
-                    client, room.jid, self.nick, timeout=self.timeout, ifrom=self.sender
-                )
-            except JoinError as exc:
-                if exc.nick_taken:
-                    raise RoomRefused(
-                        room.jid,
-                        "nick_taken",
-                        f"another occupant holds the bridge's nick {self.nick!r}: "
-                        "someone may be impersonating the bridge",
-                    ) from None
-                raise EnterFailed(str(exc)) from None
-            except TimeoutError:
-                raise EnterFailed(f"no answer joining {room.jid}") from None
-            # Our own messages come back from the room; the fast path drops them unparsed.
-            client.reflected_from.add(f"{room.jid}/{self.nick}")
+                occupancy = await self._join(room.jid, self.nick)
+            except RoomRefused:
+                if self.standby_nick is None:
+                    raise
+                occupancy = await self._join(room.jid, self.standby_nick)
+                role = "standby"
             if not occupancy.owner:
+                if role == "standby":
+                    # The active bridge makes its peers owners; until it has, wait.
+                    self.leave(room.jid)
+                    raise EnterFailed(
+                        f"{room.jid}: standing by, but not an owner yet (the active "
+                        "bridge makes the bridges of its pair owners)"
+                    )
                 raise RoomRefused(
                     room.jid,
                     "not_owner",
                     f"the bridge is {occupancy.affiliation}, not the owner (someone else "
                     "created the room first?)",
                 )
-            await self._configure(room)
+            await self._configure(room, write=role == "active")
+            return role
+
+    async def take_over(self, room: RoomSpec) -> bool:
+        """Publish in a room we stand by in: rejoin under the publisher's nick. False
+        when another bridge got it first (we stand by again); raises as `enter`."""
+        async with self._in_flight:
+            standby = self._nicks.pop(room.jid, self.standby_nick or "")
+            muc.leave(self.session.client, room.jid, standby, ifrom=self.sender)
+            try:
+                occupancy = await self._join(room.jid, self.nick)
+            except RoomRefused:
+                assert self.standby_nick is not None
+                await self._join(room.jid, self.standby_nick)
+                return False
+            if not occupancy.owner:
+                raise RoomRefused(
+                    room.jid, "not_owner", f"the bridge is {occupancy.affiliation} after all"
+                )
+            await self._configure(room, write=True)
+            return True
+
+    async def published_recently(self, room: str, limit: int) -> list[str]:
+        """The stable ids of the publisher's last `limit` or so messages in `room`'s
+        archive, oldest first; none when the room keeps no archive."""
+        client = self.session.client
+        pages: list[list[str]] = []
+        before, seen = "", 0
+        try:
+            while seen < limit:
+                page = await query_page(
+                    client, room, timeout=self.timeout, page_size=100, before=before
+                )
+                ids = [
+                    change.stable_id
+                    for stored in page.messages
+                    if stored.message.get("from", "").endswith(f"/{self.nick}")
+                    for change in changes_in_message(stored.message)
+                ]
+                pages.append(ids)
+                seen += len(page.messages)
+                if page.complete or not page.messages or page.messages[0].archive_id is None:
+                    break
+                before = page.messages[0].archive_id
+        except IqError:
+            return []  # no archive here: what we read live is all we know
+        except IqTimeout:
+            raise EnterFailed(f"no answer from the archive of {room}") from None
+        return [stable_id for ids in reversed(pages) for stable_id in ids]
+
+    async def _join(self, room: str, nick: str) -> Occupancy:
+        client = self.session.client
+        try:
+            occupancy = await muc.join(client, room, nick, timeout=self.timeout, ifrom=self.sender)
+        except JoinError as exc:
+            if exc.nick_taken:
+                raise RoomRefused(
+                    room,
+                    "nick_taken",
+                    f"another occupant holds the bridge's nick {nick!r}: "
+                    "someone may be impersonating the bridge",
+                ) from None
+            raise EnterFailed(str(exc)) from None
+        except TimeoutError:
+            raise EnterFailed(f"no answer joining {room}") from None
+        self._nicks[room] = nick
+        # Our own messages come back from the room; the fast path drops them unparsed.
+        # A standby reads the publisher's instead.
+        publisher = f"{room}/{self.nick}"
+        if nick == self.nick:
+            client.reflected_from.add(publisher)
+        else:
+            client.reflected_from.discard(publisher)
+        return occupancy
 
     async def reconfigure(self, room: RoomSpec) -> None:
         async with self._in_flight:
-            await self._configure(room)
+            await self._configure(room, write=self._nicks.get(room.jid) == self.nick)
 
-    async def _configure(self, room: RoomSpec) -> None:
+    async def _configure(self, room: RoomSpec, *, write: bool = True) -> None:
+        """Configure the room as required (``write``: the publisher does, a standby only
+        checks) and read the configuration back."""
         client = self.session.client
         options: dict[str, Any] = {"timeout": self.timeout, "ifrom": self.sender}
         try:
-            fields = await muc.get_config(client, room.jid, **options)
-            await muc.submit_config(client, room.jid, wanted_config(room), known=fields, **options)
-            for member in room.members:
-                await muc.set_affiliation(client, room.jid, member, "member", **options)
+            if write:
+                fields = await muc.get_config(client, room.jid, **options)
+                await muc.submit_config(
+                    client, room.jid, wanted_config(room), known=fields, **options
+                )
+                for member in room.members:
+                    await muc.set_affiliation(client, room.jid, member, "member", **options)
+                for peer in self.peers:
+                    await muc.set_affiliation(client, room.jid, peer, "owner", **options)
             problems = config_problems(room, await muc.get_config(client, room.jid, **options))
         except IqError as exc:
             condition = exc.iq["error"]["condition"]
@@ -166,13 +273,35 @@ class XmppLink:
     # -- events from the stream ---------------------------------------------------------
 
     def _on_presence(self, presence: Any) -> None:
+        if presence["type"] != "unavailable":
+            return
         sender = presence["from"]
-        if presence["type"] != "unavailable" or sender.resource != self.nick:
+        room = str(sender.bare)
+        mine = self._nicks.get(room)
+        if mine is None:
             return
         _aff, _role, _jid, codes = muc.occupant_item(presence.xml)
         if 303 in codes:
             return  # a nick change, not a departure
-        self._events.room_left(str(sender.bare))
+        if sender.resource == mine:
+            self._nicks.pop(room, None)
+            self._events.room_left(room)
+        elif sender.resource == self.nick:  # we stand by: the publisher went
+            self._events.publisher_left(room)
+
+    def _on_groupchat(self, message: Any) -> None:
+        """A standby reads the publisher's changes: the sink forgets them."""
+        sender = message["from"]
+        room = str(sender.bare)
+        if (
+            message["type"] != "groupchat"
+            or sender.resource != self.nick
+            or self._nicks.get(room, self.nick) == self.nick
+        ):
+            return
+        ids = [change.stable_id for change in changes_in_message(message.xml)]
+        if ids:
+            self._events.published_by_peer(room, ids)
 
     def _on_message_error(self, message: Any) -> None:
         self._events.message_refused(

@@ -209,6 +209,23 @@ def change_from_element(element: Any) -> RecentChange:
     return coerce.checked(change, from_xml=True)
 
 
+#: What reading a hostile ``<rc>`` may raise, beside DecodeError: a timestamp that
+#: overflows, a value of the wrong type deep in a stdlib parser.
+DECODE_FAILURES = (DecodeError, ValueError, OverflowError, TypeError)
+
+
+def changes_in_message(message: Any) -> list[RecentChange]:
+    """The changes of every readable ``<rc>`` of a stanza element (unreadable ones
+    skipped: the caller counts what it needs)."""
+    changes = []
+    for element in message.findall(RC_TAG):
+        try:
+            changes.append(change_from_element(element))
+        except DECODE_FAILURES:
+            continue
+    return changes
+
+
 def _read_logparams(element: Any) -> Any:
     text = (element.text or "").strip()
     if text and len(element) == 0 and not element.attrib:

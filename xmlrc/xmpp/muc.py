@@ -146,8 +146,8 @@ async def join(
             done.set_exception(JoinError(room, error["condition"] or "error", error["text"] or ""))
             return
         affiliation, role, _jid, codes = occupant_item(stanza.xml)
-        if 110 not in codes and sender.resource != nick:
-            return  # another occupant's presence
+        if sender.resource != nick and (110 not in codes or stanza["type"] == "unavailable"):
+            return  # another occupant's presence, or ours leaving under another nick
         if stanza["type"] == "unavailable":
             done.set_exception(JoinError(room, "gone", "the room removed us while joining"))
             return

@@ -124,7 +124,7 @@ class SessionError(Exception):
 
 
 def make_client(
-    endpoint: Endpoint, *, stream_management: bool, plugins: Iterable[str]
+    endpoint: Endpoint, *, stream_management: bool, plugins: Iterable[str], resumable: bool = True
 ) -> BridgeClient | BridgeComponent:
     """The slixmpp object for `endpoint`, TLS verified unless ``verify_tls`` is false."""
     client: BridgeClient | BridgeComponent
@@ -141,8 +141,9 @@ def make_client(
             client.ssl_context.check_hostname = False
             client.ssl_context.verify_mode = ssl.CERT_NONE
         if stream_management:
-            # Resumption keeps room membership across a short network blip.
-            client.register_plugin("xep_0198", {"window": 100})
+            # Resumption keeps room membership across a short network blip; without
+            # it the server ends our session (and room presence) when the link drops.
+            client.register_plugin("xep_0198", {"window": 100, "allow_resume": resumable})
     for name in ("xep_0004", "xep_0199", *plugins):
         if name == "xep_0199":
             client.register_plugin(name, {"keepalive": False})  # our keepalive, below
@@ -163,6 +164,7 @@ class Session:
         *,
         plugins: Iterable[str] = (),
         stream_management: bool = False,
+        resumable: bool = True,
         keepalive: float = 60.0,
         ping_timeout: float = 20.0,
         connect_timeout: float = 30.0,
@@ -173,7 +175,9 @@ class Session:
         self.ping_timeout = ping_timeout
         self.connect_timeout = connect_timeout
         self.backoff = backoff or Backoff()
-        self.client = make_client(endpoint, stream_management=stream_management, plugins=plugins)
+        self.client = make_client(
+            endpoint, stream_management=stream_management, plugins=plugins, resumable=resumable
+        )
         self.state: SessionState = "disconnected"
         #: Sessions established (a resumed stream counts too), and the last end's reason.
         self.connections = 0

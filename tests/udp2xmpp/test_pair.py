@@ -1,0 +1,197 @@
+"""A bridge pair against a real Prosody: two udp2xmpp processes (their own accounts and
+state) receive every change; one publishes. SIGKILL the publisher mid-stream: the other
+takes over, and the room holds every change once, in order. The killed one comes back
+and stands by. The logic alone, without sockets: test_pair_memory.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.prosody import ProsodyServer
+from tests.e2e.test_cli import free_udp_port
+from tests.helpers import archived_stable_ids, wait_for
+from xmlrc.wire import RecentChange
+from xmlrc.wire.rcxml import changes_in_message
+from xmlrc.xmpp import Endpoint, Session, muc
+from xmlrc_emitter import Emitter
+
+BIN = Path(sys.executable).parent
+WIKI = "pairwiki"
+
+
+def pair_toml(prosody: ProsodyServer, user: str, peer: str, udp_port: int) -> str:
+    return f"""
+[xmpp]
+jid = "{prosody.jid(user)}"
+password_env = "TEST_BRIDGE_PASSWORD"
+host = "{prosody.host}"
+port = {prosody.c2s_port}
+ca_file = "{prosody.ca_file}"
+[udp]
+listen = "127.0.0.1:{udp_port}"
+[rooms]
+service = "{prosody.muc_domain}"
+nick = "rcbot"
+wikis = ["{WIKI}"]
+[pair]
+peers = ["{prosody.jid(peer)}"]
+"""
+
+
+def change(rcid: int) -> RecentChange:
+    return RecentChange(
+        wiki=WIKI,
+        type="edit",
+        ns=0,
+        title=f"Page {rcid}",
+        user="Alice",
+        timestamp=datetime.now(UTC).replace(microsecond=0),
+        rcid=rcid,
+        comment=f"change {rcid}",
+    )
+
+
+class BridgeProcess:
+    """One bridge of the pair, run as an operator runs it; its log in a file."""
+
+    def __init__(self, directory: Path, name: str, toml: str, password: str) -> None:
+        self.config = directory / f"{name}.toml"
+        self.config.write_text(toml)
+        self.log = directory / f"{name}.log"
+        self.password = password
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                str(BIN / "udp2xmpp"), "--log-format", "text", "--config", str(self.config),
+                stdout=log, stderr=log,
+                env={**os.environ, "TEST_BRIDGE_PASSWORD": self.password},
+            )  # fmt: skip
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+
+class Observer:
+    """A plain occupant of the room recording every change posted, duplicates kept."""
+
+    def __init__(self, prosody: ProsodyServer, room: str) -> None:
+        self.room = room
+        self.ids: list[str] = []
+        self.times: list[float] = []
+        endpoint = Endpoint(
+            prosody.jid("reader"), "readerpass", prosody.host, prosody.c2s_port,
+            str(prosody.ca_file),
+        )  # fmt: skip
+        self.session = Session(endpoint)
+        self.session.client.add_event_handler("message", self._on_message)
+
+    def _on_message(self, message: Any) -> None:
+        sender = message["from"]
+        if message["type"] != "groupchat" or str(sender.bare) != self.room:
+            return
+        if sender.resource != "rcbot":
+            return
+        for found in changes_in_message(message.xml):
+            self.ids.append(found.stable_id)
+            self.times.append(time.monotonic())
+
+    async def start(self) -> None:
+        await self.session.start(wait=True)
+        await muc.join(self.session.client, self.room, "observer", timeout=20)
+
+    def count(self, stable_id: str) -> Callable[[], bool]:
+        return lambda: stable_id in self.ids
+
+
+async def test_the_standby_takes_over_when_the_publisher_is_killed_nothing_lost_or_doubled(
+    tmp_path: Path, prosody_factory: Callable[..., ProsodyServer]
+) -> None:
+    prosody = prosody_factory()
+    prosody.add_user("rcbot2", "bridge2pass")
+    room = f"{WIKI}@{prosody.muc_domain}"
+    ports = {"a": free_udp_port(), "b": free_udp_port()}
+    first = BridgeProcess(
+        tmp_path, "a", pair_toml(prosody, "rcbot", "rcbot2", ports["a"]), "bridgepass"
+    )
+    second = BridgeProcess(
+        tmp_path, "b", pair_toml(prosody, "rcbot2", "rcbot", ports["b"]), "bridge2pass"
+    )
+    observer = Observer(prosody, room)
+    emitters = {name: Emitter("127.0.0.1", port) for name, port in ports.items()}
+    restarted: BridgeProcess | None = None
+
+    def send(rcid: int, *to: str) -> None:
+        # MediaWiki with two $wgRCFeeds entries: every change to both bridges.
+        for name in to:
+            emitters[name].send(change(rcid))
+
+    try:
+        await first.start()
+        await wait_for(lambda: f"joined {room}" in first.text(), 30, "the first bridge")
+        await second.start()
+        await wait_for(
+            lambda: f"standing by in {room}" in second.text(), 30, "the second to stand by"
+        )
+        await observer.start()
+
+        for rcid in range(1, 201):
+            send(rcid, "a", "b")
+            if rcid % 20 == 0:
+                await asyncio.sleep(0.01)  # a steady stream, not one burst
+        await wait_for(observer.count(f"{WIKI}/150"), 30, "the first bridge to publish")
+        killed_at = time.monotonic()
+        await first.kill()  # in the middle of the stream: some of it still unsent
+        for rcid in range(201, 301):
+            send(rcid, "b")
+        await wait_for(observer.count(f"{WIKI}/300"), 30, "the second bridge to take over")
+        assert "took over publishing in " + room in second.text(), second.text()[-3000:]
+        # The first change sent after the kill: only the standby had it.
+        takeover_seconds = observer.times[observer.ids.index(f"{WIKI}/201")] - killed_at
+
+        # The first comes back (same account, same config) and stands by.
+        restarted = BridgeProcess(
+            tmp_path, "a-again", pair_toml(prosody, "rcbot", "rcbot2", ports["a"]), "bridgepass"
+        )
+        await restarted.start()
+        await wait_for(
+            lambda: f"standing by in {room}" in restarted.text() if restarted else False,
+            30,
+            "the restarted bridge to stand by",
+        )
+        for rcid in range(301, 351):
+            send(rcid, "a", "b")
+        await wait_for(observer.count(f"{WIKI}/350"), 30, "changes after the restart")
+        await asyncio.sleep(1.0)  # room for a duplicate to show
+
+        expected = [f"{WIKI}/{rcid}" for rcid in range(1, 351)]
+        assert observer.ids == expected, (
+            f"doubled: {sorted({i for i in observer.ids if observer.ids.count(i) > 1})}, "
+            f"missing: {sorted(set(expected) - set(observer.ids))}"
+        )
+        assert await archived_stable_ids(prosody, room) == expected
+        assert "took over" not in restarted.text()
+        print(f"take-over: the first change sent after SIGKILL read {takeover_seconds:.3f} s on")
+    finally:
+        for emitter in emitters.values():
+            emitter.close()
+        with contextlib.suppress(Exception):
+            await observer.session.stop()
+        for bridge in (first, second, restarted):
+            if bridge is not None:
+                await bridge.kill()
