@@ -123,14 +123,15 @@ async def test_the_standby_takes_over_when_the_publisher_is_killed_nothing_lost_
     tmp_path: Path, prosody_factory: Callable[..., ProsodyServer]
 ) -> None:
     prosody = prosody_factory()
-    prosody.add_user("rcbot2", "bridge2pass")
+    for user in ("pair-a", "pair-b"):  # pair-a sorts first: it creates the rooms
+        prosody.add_user(user, f"{user}-pass")
     room = f"{WIKI}@{prosody.muc_domain}"
     ports = {"a": free_udp_port(), "b": free_udp_port()}
     first = BridgeProcess(
-        tmp_path, "a", pair_toml(prosody, "rcbot", "rcbot2", ports["a"]), "bridgepass"
+        tmp_path, "a", pair_toml(prosody, "pair-a", "pair-b", ports["a"]), "pair-a-pass"
     )
     second = BridgeProcess(
-        tmp_path, "b", pair_toml(prosody, "rcbot2", "rcbot", ports["b"]), "bridge2pass"
+        tmp_path, "b", pair_toml(prosody, "pair-b", "pair-a", ports["b"]), "pair-b-pass"
     )
     observer = Observer(prosody, room)
     emitters = {name: Emitter("127.0.0.1", port) for name, port in ports.items()}
@@ -166,7 +167,7 @@ async def test_the_standby_takes_over_when_the_publisher_is_killed_nothing_lost_
 
         # The first comes back (same account, same config) and stands by.
         restarted = BridgeProcess(
-            tmp_path, "a-again", pair_toml(prosody, "rcbot", "rcbot2", ports["a"]), "bridgepass"
+            tmp_path, "a-again", pair_toml(prosody, "pair-a", "pair-b", ports["a"]), "pair-a-pass"
         )
         await restarted.start()
         await wait_for(
@@ -195,3 +196,35 @@ async def test_the_standby_takes_over_when_the_publisher_is_killed_nothing_lost_
         for bridge in (first, second, restarted):
             if bridge is not None:
                 await bridge.kill()
+
+
+async def test_only_the_first_bridge_of_a_pair_creates_rooms(
+    tmp_path: Path, prosody_factory: Callable[..., ProsodyServer]
+) -> None:
+    """Started first, the second bridge (by JID order) waits for the room instead of
+    creating it: on a cluster two creations through two nodes can split a room."""
+    prosody = prosody_factory()
+    for user in ("pair-a", "pair-b"):  # pair-a sorts first: it creates the rooms
+        prosody.add_user(user, f"{user}-pass")
+    room = f"{WIKI}@{prosody.muc_domain}"
+    ports = free_udp_port(), free_udp_port()
+    second = BridgeProcess(
+        tmp_path, "b", pair_toml(prosody, "pair-b", "pair-a", ports[1]), "pair-b-pass"
+    )
+    first = BridgeProcess(
+        tmp_path, "a", pair_toml(prosody, "pair-a", "pair-b", ports[0]), "pair-a-pass"
+    )
+    try:
+        await second.start()
+        await wait_for(
+            lambda: f"{room} does not exist yet" in second.text(), 30, "the second to wait"
+        )
+        assert "joined" not in second.text() and "standing by" not in second.text()
+        await first.start()
+        await wait_for(lambda: f"joined {room}" in first.text(), 30, "the first to create it")
+        await wait_for(
+            lambda: f"standing by in {room}" in second.text(), 60, "the second to stand by"
+        )
+    finally:
+        for bridge in (first, second):
+            await bridge.kill()

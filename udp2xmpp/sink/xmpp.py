@@ -14,6 +14,11 @@ the nick taken stands by under its own nick, owner all the same; it reads what
 the publisher posts (the sink forgets those changes) and hears when it leaves,
 then leaves and rejoins under the publisher's nick (`take_over`), and checks the
 room's archive for what it may have missed (`published_recently`).
+
+Only the first bridge of a pair (by JID order) creates rooms: on a cluster, two
+joins of a new room through two nodes at once can make two rooms of one name.
+The other waits for the room to exist, and creates it itself only after
+`CREATION_GRACE` seconds (the first bridge may be down).
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from ..config import DeliverySettings, settings_default
 from ..route import RoomSpec
 from .link import EnterFailed, LinkEvents, Role, RoomRefused, config_problems, wanted_config
 
-__all__ = ["XmppLink", "self_ping"]
+__all__ = ["CREATION_GRACE", "XmppLink", "self_ping"]
+
+#: Seconds the second bridge of a pair waits for the first to create a room.
+CREATION_GRACE = 30.0
 
 
 class _NoEvents:
@@ -80,6 +88,11 @@ class XmppLink:
         self.timeout = timeout
         #: Our nick in each room we are in (the publisher's, or the standby one).
         self._nicks: dict[str, str] = {}
+        #: A pair: whether this bridge creates rooms (the first JID of the pair), and
+        #: since when each missing room has been waited for.
+        own = str(session.client.boundjid.bare).lower()
+        self.creates_rooms = standby_nick is None or all(own < p.lower() for p in peers)
+        self._awaited: dict[str, float] = {}
         self._events: LinkEvents = _NoEvents()
         #: Pings and room entries in flight at once: a farm of rooms must not
         #: flood the server with IQs whose answers then time out.
@@ -141,6 +154,8 @@ class XmppLink:
         In a pair, a room whose publisher's nick is taken is entered under the
         standby nick: "standby". Otherwise "active"."""
         async with self._in_flight:
+            if not self.creates_rooms:
+                await self._await_creation(room.jid)
             role: Role = "active"
             try:
                 occupancy = await self._join(room.jid, self.nick)
@@ -165,6 +180,26 @@ class XmppLink:
                 )
             await self._configure(room, write=role == "active")
             return role
+
+    async def _await_creation(self, room: str) -> None:
+        """EnterFailed (try again later) while a room the first bridge of the pair
+        should create does not exist yet, for up to `CREATION_GRACE` seconds."""
+        try:
+            await muc.room_info(self.session.client, room, timeout=self.timeout)
+        except IqError as exc:
+            if exc.iq["error"]["condition"] != "item-not-found":
+                return  # it exists, or the service will not say: join and see
+            loop = asyncio.get_running_loop()
+            since = self._awaited.setdefault(room, loop.time())
+            if loop.time() - since < CREATION_GRACE:
+                raise EnterFailed(
+                    f"{room} does not exist yet: waiting for the first bridge of the pair "
+                    "to create it"
+                ) from None
+            return  # the first bridge is not coming: create it ourselves
+        except IqTimeout:
+            raise EnterFailed(f"no answer about {room}") from None
+        self._awaited.pop(room, None)
 
     async def take_over(self, room: RoomSpec) -> bool:
         """Publish in a room we stand by in: rejoin under the publisher's nick. False
