@@ -25,8 +25,13 @@ modules_enabled = {
 	"bosh";           -- BOSH (XEP-0124/0206), the browser page's fallback: /http-bind
 	"version"; "uptime"; "time";
 	"admin_shell";    -- prosodyctl shell
-	-- "http_openmetrics";  -- Prosody's own /metrics, next to the bridge's
+	-- "http_openmetrics";  -- Prosody's own /metrics, next to the bridge's (and the
+	                        -- statistics lines below; examples/prometheus.yml scrapes it)
 }
+-- With http_openmetrics: without a statistics provider /metrics answers 404.
+-- statistics = "internal"
+-- statistics_interval = "manual"            -- collected at each scrape
+-- openmetrics_allow_ips = { "127.0.0.1"; "::1" }  -- who may scrape (the default)
 modules_disabled = { "offline" }  -- rooms are archived; nobody needs offline messages
 
 -- Accounts: created by the operator (prosodyctl adduser), never by strangers.
