@@ -117,6 +117,8 @@ class Bridge:
             max_stanza_bytes=delivery.max_stanza_bytes,
             self_ping_interval=xmpp.self_ping_interval,
             dead_letter_file=delivery.dead_letter_file,
+            pair_check_interval=config.pair.check_interval,
+            pair_check_misses=config.pair.check_misses,
             on_published=self.publish_metrics.on_published,
             on_refused=self._on_room_refused,
         )

@@ -326,6 +326,10 @@ class PairSettings:
     peers: tuple[str, ...] = ()
     #: This bridge's nick while it stands by; "" means ``{rooms.nick}~{xmpp.jid's user}``.
     standby_nick: str = ""
+    #: A standby pings the publisher through each room this often (seconds); after
+    #: `check_misses` unanswered pings in a row it bans it from the room and takes over.
+    check_interval: float = 5.0
+    check_misses: int = 2
 
     @property
     def enabled(self) -> bool:
@@ -511,7 +515,7 @@ def parse_config(
 
 def _pair_settings(reader: _Reader, xmpp: XmppSettings, rooms: RoomSettings) -> PairSettings:
     section = reader.section("pair", required=False)
-    reader.no_unknown(section, "pair", {"peers", "standby_nick"})
+    reader.no_unknown(section, "pair", {"peers", "standby_nick", "check_interval", "check_misses"})
     value = section.get("peers", [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"pair.peers: expected a list of bare JIDs, got {value!r}")
@@ -535,7 +539,13 @@ def _pair_settings(reader: _Reader, xmpp: XmppSettings, rooms: RoomSettings) -> 
         standby = standby or f"{rooms.nick}~{JID(xmpp.jid).user}"
         if standby == rooms.nick:
             raise ConfigError("pair.standby_nick: must differ from rooms.nick")
-    return PairSettings(peers=tuple(dict.fromkeys(peers)), standby_nick=standby)
+    p = functools.partial(settings_default, PairSettings)
+    return PairSettings(
+        peers=tuple(dict.fromkeys(peers)),
+        standby_nick=standby,
+        check_interval=reader.number(section, "pair.check_interval", p("check_interval"), low=0.5),
+        check_misses=reader.integer(section, "pair.check_misses", p("check_misses"), low=1),
+    )
 
 
 _UDP_EDGE_KEYS = {"allow", "secret", "secret_file", "secret_env", "require_signature"} | {

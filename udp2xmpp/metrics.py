@@ -55,6 +55,7 @@ _SINK_HELP = {
     "self_ping_failures": "Room self-pings (XEP-0410) that failed.",
     "nick_conflicts": "Rooms where another occupant held the bridge's nick (impersonation?).",
     "takeovers": "Bridge pair: rooms this bridge took over when the publishing bridge left.",
+    "fenced": "Bridge pair: times the publishing bridge stopped answering and was banned.",
     "published_by_peer": "Bridge pair: changes the other bridge published (not sent here).",
     "passed_by_peer": "Bridge pair: changes the other bridge went past without publishing.",
 }

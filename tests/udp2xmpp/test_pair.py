@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 WIKI = "pairwiki"
 
 
-def pair_toml(prosody: ProsodyServer, user: str, peer: str, udp_port: int) -> str:
+def pair_toml(prosody: ProsodyServer, user: str, peer: str, udp_port: int, pair: str = "") -> str:
     return f"""
 [xmpp]
 jid = "{prosody.jid(user)}"
@@ -44,7 +44,7 @@ nick = "rcbot"
 wikis = ["{WIKI}"]
 [pair]
 peers = ["{prosody.jid(peer)}"]
-"""
+{pair}"""
 
 
 def change(rcid: int) -> RecentChange:
@@ -226,5 +226,77 @@ async def test_only_the_first_bridge_of_a_pair_creates_rooms(
             lambda: f"standing by in {room}" in second.text(), 60, "the second to stand by"
         )
     finally:
+        for bridge in (first, second):
+            await bridge.kill()
+
+
+async def test_a_publisher_whose_machine_hangs_is_fenced_out_and_comes_back_as_standby(
+    tmp_path: Path, prosody_factory: Callable[..., ProsodyServer]
+) -> None:
+    """SIGSTOP: the publisher's TCP connection stays open (its kernel still acknowledges),
+    as for a machine that froze, so the server keeps its nick. The standby's pings through
+    the room go unanswered; it bans the publisher's account from the room, takes over,
+    and makes it an owner again. Woken (SIGCONT), the old publisher finds itself out of
+    the room, its late messages refused by the server, and stands by."""
+    prosody = prosody_factory()
+    for user in ("pair-a", "pair-b"):
+        prosody.add_user(user, f"{user}-pass")
+    room = f"{WIKI}@{prosody.muc_domain}"
+    ports = {"a": free_udp_port(), "b": free_udp_port()}
+    quick = "check_interval = 1.0\ncheck_misses = 2\n"
+    first = BridgeProcess(
+        tmp_path, "a", pair_toml(prosody, "pair-a", "pair-b", ports["a"], quick), "pair-a-pass"
+    )
+    second = BridgeProcess(
+        tmp_path, "b", pair_toml(prosody, "pair-b", "pair-a", ports["b"], quick), "pair-b-pass"
+    )
+    observer = Observer(prosody, room)
+    emitters = {name: Emitter("127.0.0.1", port) for name, port in ports.items()}
+
+    def send(rcids: range) -> None:
+        for rcid in rcids:
+            for emitter in emitters.values():
+                emitter.send(change(rcid))
+
+    try:
+        await first.start()
+        await wait_for(lambda: f"joined {room}" in first.text(), 30, "the first bridge")
+        await second.start()
+        await wait_for(lambda: f"standing by in {room}" in second.text(), 30, "standing by")
+        await observer.start()
+        send(range(1, 101))
+        await wait_for(observer.count(f"{WIKI}/100"), 30, "the first bridge to publish")
+
+        assert first.process is not None
+        first.process.send_signal(signal.SIGSTOP)  # hung: connected, silent
+        stopped_at = time.monotonic()
+        send(range(101, 151))  # both still "receive" (the hung one's kernel buffers them)
+        await wait_for(observer.count(f"{WIKI}/150"), 60, "the standby to fence and take over")
+        took = observer.times[observer.ids.index(f"{WIKI}/101")] - stopped_at
+        assert "banning it from the room" in second.text()
+        assert "took over publishing in " + room in second.text()
+
+        first.process.send_signal(signal.SIGCONT)
+        await wait_for(
+            lambda: f"standing by in {room}" in first.text(), 60, "the old publisher to stand by"
+        )
+        send(range(151, 201))
+        await wait_for(observer.count(f"{WIKI}/200"), 30, "changes after it came back")
+        await asyncio.sleep(1.0)  # room for a duplicate to show
+
+        expected = [f"{WIKI}/{rcid}" for rcid in range(1, 201)]
+        assert observer.ids == expected, (
+            f"doubled: {sorted({i for i in observer.ids if observer.ids.count(i) > 1})}, "
+            f"missing: {sorted(set(expected) - set(observer.ids))}"
+        )
+        assert await archived_stable_ids(prosody, room) == expected
+        print(f"fenced and taken over: the first change after SIGSTOP read {took:.2f} s on")
+    finally:
+        for emitter in emitters.values():
+            emitter.close()
+        with contextlib.suppress(Exception):
+            await observer.session.stop()
+        if first.process is not None and first.process.returncode is None:
+            first.process.send_signal(signal.SIGCONT)
         for bridge in (first, second):
             await bridge.kill()

@@ -4,6 +4,7 @@ sends exactly the rest, in order. The same against real servers: test_pair.py.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,11 +21,11 @@ from udp2xmpp.sink.rooms import RoomSink
 async def standby() -> AsyncIterator[Callable[..., tuple[RoomSink, MemoryLink]]]:
     made: list[RoomSink] = []
 
-    def make(*rooms: str) -> tuple[RoomSink, MemoryLink]:
+    def make(*rooms: str, **options: Any) -> tuple[RoomSink, MemoryLink]:
         link = MemoryLink()
         for room in rooms or (ROOM.jid,):
             link.peer_holds(room)
-        sink = RoomSink(link, self_ping_interval=5.0)
+        sink = RoomSink(link, self_ping_interval=5.0, **options)
         made.append(sink)
         link.come_online()
         return sink, link
@@ -101,3 +102,16 @@ async def test_standing_by_is_per_room(standby: Any) -> None:
     await wait_for(lambda: link.delivered[OTHER.jid] == ["dewiki/1"], 5, "the other room")
     assert sink.standby_rooms() == [ROOM.jid]
     assert all(room != ROOM.jid for room, _id, _text in link.written)
+
+
+async def test_a_publisher_that_stops_answering_is_fenced_out_and_replaced(
+    standby: Any,
+) -> None:
+    sink, link = standby(pair_check_interval=0.05, pair_check_misses=2)
+    sink.submit(ROOM, item(1))
+    await wait_for(lambda: sink.standby_rooms() == [ROOM.jid], 5, "standing by")
+    await asyncio.sleep(0.2)  # pings answered: nothing happens
+    assert link.fenced == [] and link.written == []
+    link.unresponsive.add(ROOM.jid)  # its machine is gone; the server still lists it
+    await wait_for(lambda: link.delivered[ROOM.jid] == ["enwiki/1"], 5, "the take-over")
+    assert link.fenced == [ROOM.jid] and sink.stats.fenced == 1 and sink.stats.takeovers == 1

@@ -60,6 +60,9 @@ class MemoryLink:
         self.contested: set[str] = set()
         self.archive: dict[str, list[str]] = defaultdict(list)
         self.take_overs: list[str] = []
+        #: Rooms whose publisher no longer answers pings; rooms where it was fenced out.
+        self.unresponsive: set[str] = set()
+        self.fenced: list[str] = []
 
     # -- what a test does -----------------------------------------------------------------
 
@@ -162,6 +165,17 @@ class MemoryLink:
     async def published_recently(self, room: str, limit: int) -> list[str]:
         await asyncio.sleep(0)
         return self.archive[room][-limit:]
+
+    async def publisher_answers(self, room: str, timeout: float) -> bool:
+        await asyncio.sleep(0)
+        return room not in self.unresponsive
+
+    async def fence(self, room: str) -> bool:
+        await asyncio.sleep(0)
+        self.fenced.append(room)
+        self.unresponsive.discard(room)
+        self.peer_leaves(room)  # the server removes the banned occupant
+        return True
 
     async def reconfigure(self, room: RoomSpec) -> None:
         await asyncio.sleep(0)

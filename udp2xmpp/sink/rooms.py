@@ -84,6 +84,8 @@ class SinkStats:
     #: Bridge pair: rooms taken over from the other bridge; changes it published
     #: (forgotten here), and changes it went past without publishing.
     takeovers: int = 0
+    #: ... and times the publishing bridge stopped answering and was banned from a room.
+    fenced: int = 0
     published_by_peer: int = 0
     passed_by_peer: int = 0
 
@@ -96,9 +98,12 @@ class RoomChannel:
     static: bool
     pending: RoomQueue = field(default_factory=RoomQueue)
     joined: bool = False
-    #: A bridge pair: the other bridge publishes here; `vacant`: it just left.
+    #: A bridge pair: the other bridge publishes here; `vacant`: it just left;
+    #: when to ping it next, and how many pings in a row it left unanswered.
     standby: bool = False
     vacant: bool = False
+    next_check: float = 0.0
+    misses: int = 0
     #: Why the bridge will not publish here (``not_owner``, ``misconfigured``,
     #: ``nick_taken``), with the details; None while all is well.
     refused: str | None = None
@@ -126,6 +131,8 @@ class RoomSink:
         max_stanza_bytes: int = settings_default(DeliverySettings, "max_stanza_bytes"),
         self_ping_interval: float = settings_default(XmppSettings, "self_ping_interval"),
         dead_letter_file: str | None = None,
+        pair_check_interval: float = 5.0,
+        pair_check_misses: int = 2,
         on_published: Callable[[RoomSpec, RecentChange], None] | None = None,
         on_refused: Callable[[RoomChannel], None] | None = None,
     ) -> None:
@@ -137,6 +144,8 @@ class RoomSink:
         self.max_stanza_bytes = max_stanza_bytes
         self.self_ping_interval = self_ping_interval
         self.dead_letter_file = Path(dead_letter_file) if dead_letter_file else None
+        self.pair_check_interval = pair_check_interval
+        self.pair_check_misses = pair_check_misses
         self.stats = SinkStats()
         #: UTF-8 bytes of every payload queued or unconfirmed, all rooms together.
         self.queued_bytes = 0
@@ -367,11 +376,7 @@ class RoomSink:
                     log.info("joined %s", channel.jid)
                 continue
             if channel.standby:
-                if channel.vacant:
-                    await self._take_over(channel)
-                else:
-                    channel.wake.clear()
-                    await channel.wake.wait()
+                await self._stand_by(channel)
                 continue
             pending = channel.pending
             if not pending.queue:
@@ -432,6 +437,36 @@ class RoomSink:
                 self._count_published(channel, sent)
                 channel.sent_since_ping.set()
             await asyncio.sleep(wait)  # also lets intake, acks and other rooms run
+
+    async def _stand_by(self, channel: RoomChannel) -> None:
+        """One turn of standing by: take over, ping the publisher, or wait."""
+        if channel.vacant:
+            await self._take_over(channel)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < channel.next_check:
+            channel.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.wake.wait(), channel.next_check - now)
+            return
+        channel.next_check = now + self.pair_check_interval
+        # An answer later than the next ping is due counts as none.
+        if await self.link.publisher_answers(channel.jid, self.pair_check_interval):
+            channel.misses = 0
+            return
+        channel.misses += 1
+        if channel.misses < self.pair_check_misses or not channel.standby:
+            return
+        channel.misses = 0
+        self._log.error(
+            "the publishing bridge in %s left %d pings unanswered: banning it from the "
+            "room to take over (it is made an owner again after)",
+            channel.jid,
+            self.pair_check_misses,
+        )
+        if await self.link.fence(channel.jid):
+            self.stats.fenced += 1
 
     async def _take_over(self, channel: RoomChannel) -> None:
         """The publisher left: take its nick, forget what it posted meanwhile, go on."""

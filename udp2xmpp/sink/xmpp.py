@@ -15,6 +15,13 @@ the publisher posts (the sink forgets those changes) and hears when it leaves,
 then leaves and rejoins under the publisher's nick (`take_over`), and checks the
 room's archive for what it may have missed (`published_recently`).
 
+A publisher whose machine vanished keeps its nick until the server notices,
+which can take many minutes: the standby pings it through the room
+(`publisher_answers`) and, when it stops answering, bans its account from the
+room (`fence`): the server removes it at once, and the nick is free. The new
+publisher makes the bridges of the pair owners again when it configures the
+room, so the old one can come back as the standby.
+
 Only the first bridge of a pair (by JID order) creates rooms: on a cluster, two
 joins of a new room through two nodes at once can make two rooms of one name.
 The other waits for the room to exist, and creates it itself only after
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
@@ -93,6 +101,9 @@ class XmppLink:
         own = str(session.client.boundjid.bare).lower()
         self.creates_rooms = standby_nick is None or all(own < p.lower() for p in peers)
         self._awaited: dict[str, float] = {}
+        #: A pair: the account behind the publisher's nick in each room (a standby
+        #: is an owner, so it sees real JIDs), to fence it out when it stops answering.
+        self._publisher_jids: dict[str, str] = {}
         self._events: LinkEvents = _NoEvents()
         #: Pings and room entries in flight at once: a farm of rooms must not
         #: flood the server with IQs whose answers then time out.
@@ -248,6 +259,42 @@ class XmppLink:
             raise EnterFailed(f"no answer from the archive of {room}") from None
         return [stable_id for ids in reversed(pages) for stable_id in ids]
 
+    async def publisher_answers(self, room: str, timeout: float) -> bool:
+        """Whether the publisher's occupant answers a ping through the room within
+        `timeout` seconds (an error is an answer too)."""
+        client = self.session.client
+        iq = client.make_iq_get(queryxmlns=None, ito=f"{room}/{self.nick}", ifrom=self.sender)
+        iq.enable("ping")
+        async with self._in_flight:
+            try:
+                await iq.send(timeout=timeout)
+            except IqTimeout:
+                return False
+            except IqError as exc:
+                if exc.iq["error"]["condition"] == "item-not-found":
+                    self._events.publisher_left(room)  # already gone
+        return True
+
+    async def fence(self, room: str) -> bool:
+        """Ban the unanswering publisher's account from `room` (the server removes its
+        occupant, freeing the nick); False if we cannot tell whom, or may not."""
+        jid = self._publisher_jids.get(room) or (self.peers[0] if len(self.peers) == 1 else None)
+        if jid is None:
+            return False
+        try:
+            async with self._in_flight:
+                await muc.set_affiliation(
+                    self.session.client,
+                    room,
+                    jid,
+                    "outcast",
+                    timeout=self.timeout,
+                    ifrom=self.sender,
+                )
+        except (IqError, IqTimeout):
+            return False
+        return True
+
     async def _join(self, room: str, nick: str) -> Occupancy:
         client = self.session.client
         try:
@@ -308,14 +355,16 @@ class XmppLink:
     # -- events from the stream ---------------------------------------------------------
 
     def _on_presence(self, presence: Any) -> None:
-        if presence["type"] != "unavailable":
-            return
         sender = presence["from"]
         room = str(sender.bare)
         mine = self._nicks.get(room)
         if mine is None:
             return
-        _aff, _role, _jid, codes = muc.occupant_item(presence.xml)
+        _aff, _role, real_jid, codes = muc.occupant_item(presence.xml)
+        if presence["type"] != "unavailable":
+            if sender.resource == self.nick and mine != self.nick and real_jid:
+                self._publisher_jids[room] = str(slixmpp.JID(real_jid).bare)
+            return
         if 303 in codes:
             return  # a nick change, not a departure
         if sender.resource == mine:
