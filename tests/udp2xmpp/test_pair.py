@@ -115,8 +115,9 @@ class BridgeProcess:
 
 
 async def archived_ids(server: Server, room: str) -> list[str]:
-    """Every change id in `room`'s archive, oldest first, duplicates kept: paged until a
-    page comes back empty (ejabberd 23.01 says "complete" after a full first page)."""
+    """Every change id in `room`'s archive, oldest first, duplicates kept, read with the
+    product's own `query_page` (tests.helpers' reader, on slixmpp's, stops after its
+    first page on ejabberd) and paged until a page comes back empty."""
     session = Session(
         Endpoint(
             server.jid("intruder"),
