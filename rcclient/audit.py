@@ -46,6 +46,8 @@ from typing import Any, Literal
 from xmlrc.wire import RecentChange
 from xmlrc.wire.model import FIELD_NAMES, iso_from_utc
 
+from .trust import jid_distrust, publisher_jids
+
 __all__ = [
     "FEEDS",
     "AuditReport",
@@ -355,20 +357,25 @@ def compare(
 
 
 def archived_distrust(
-    message: ET.Element, room: str, publisher: str, publisher_jid: str | None = None
+    message: ET.Element,
+    room: str,
+    publisher: str,
+    publisher_jid: str | Iterable[str] | None = None,
 ) -> str | None:
     """Why an archived message of `room` is not the publisher's, or None: the trust
     rules `rcclient.RCClient` holds archived messages to (the sender's nick, and the
-    affiliation and real JID where a non-anonymous room's archive records them)."""
+    affiliation and real JID where a non-anonymous room's archive records them).
+    ``publisher_jid`` is one bare JID or several (a bridge pair's two accounts)."""
+    accounts = publisher_jids(publisher_jid)
     sender = message.get("from") or ""
     bare, _, nick = sender.partition("/")
     if bare.lower() != room.lower() or nick != publisher:
         return f"sent by {nick or 'someone else'!r}, not by the publisher {publisher!r}"
     for item in message.findall(_MUC_USER_ITEM):
         affiliation = item.get("affiliation")
-        jid = (item.get("jid") or "").partition("/")[0].lower() or None
         if affiliation is not None and affiliation != "owner":
             return f"sent by {nick!r} with affiliation {affiliation!r}"
-        if publisher_jid and jid and jid != publisher_jid.lower():
-            return f"sent by {nick!r} as {jid}, not as {publisher_jid}"
+        distrust = jid_distrust(nick, item.get("jid"), accounts)
+        if distrust is not None:
+            return distrust
     return None

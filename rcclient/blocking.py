@@ -28,6 +28,7 @@ from xmlrc.wire import RecentChange
 
 from .client import Delivery, Gap, RCClient, RCClientError
 from .filters import Predicate, build, split_filter_options
+from .trust import publisher_jids
 
 __all__ = ["ChangeStream", "iter_changes"]
 
@@ -182,13 +183,17 @@ def iter_changes(
     ``bot``, ``user``, ``title``, ``min_change``..., see `rcclient.filters`)
     and positional callables filter the changes; the other keyword
     arguments go to `RCClient` (``host``, ``port``, ``ca_file``,
-    ``state_file``, ``since``, ``publisher``, ``publisher_jid``,
-    ``require_moderated``...). Raises `RCClientError` at once when the
-    client cannot connect or join (a room that is not moderated included,
-    unless ``require_moderated=False``). A `Gap` goes to ``on_gap`` (called in the
-    iterating thread), or is logged as a warning.
+    ``state_file``, ``since``, ``publisher``, ``publisher_jid``: one JID or
+    several, a bridge pair's two accounts; ``require_moderated``...). Raises
+    `RCClientError` at once when the client cannot connect or join (a room
+    that is not moderated included, unless ``require_moderated=False``); a
+    bad ``publisher_jid`` raises `ValueError` or `TypeError` here. A `Gap`
+    goes to ``on_gap`` (called in the iterating thread), or is logged as a
+    warning.
     """
     conditions, client_options = split_filter_options(options)
+    if "publisher_jid" in client_options:  # read now (an iterator once), checked here
+        client_options["publisher_jid"] = publisher_jids(client_options["publisher_jid"])
     room_list = list(rooms)
     where = build(predicates, conditions)
     connect_timeout = float(client_options.get("connect_timeout", 30.0))

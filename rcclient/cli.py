@@ -1,8 +1,9 @@
 """The ``rcclient`` command: ``rcclient tail ROOM...`` prints changes as they happen.
 
-Only the bridge's messages are printed (``--publisher``, ``--publisher-jid``;
-see `RCClient`), from moderated rooms unless ``--allow-unmoderated`` (then a
-warning on stderr). ``--json`` lines name their room (a ``"room"`` key).
+Only the bridge's messages are printed (``--publisher``, ``--publisher-jid``,
+repeatable for a bridge pair's two accounts; see `RCClient`), from moderated
+rooms unless ``--allow-unmoderated`` (then a warning on stderr). ``--json``
+lines name their room (a ``"room"`` key).
 
 Errors are one line on stderr (``rcclient: no such room: x@conference...``):
 exit status 1 when the server, the account or a room is the problem, 2 for
@@ -97,7 +98,10 @@ class _Output:
 )
 @click.option(
     "--publisher-jid",
-    help="The bridge's account; checked where a room shows its occupants' real JIDs.",
+    "publisher_jids",
+    multiple=True,
+    help="The bridge's account; checked where a room shows its occupants' real JIDs "
+    "(repeatable: a bridge pair has two accounts).",
 )
 @click.option(
     "--allow-unmoderated",
@@ -151,7 +155,7 @@ def tail(
     config_path: str | None,
     nick: str | None,
     publisher: str | None,
-    publisher_jid: str | None,
+    publisher_jids: tuple[str, ...],
     allow_unmoderated: bool,
     wikis: tuple[str, ...],
     types: tuple[str, ...],
@@ -177,7 +181,7 @@ def tail(
         )
         trust = resolve_trust(
             publisher=publisher,
-            publisher_jid=publisher_jid,
+            publisher_jid=publisher_jids,
             allow_unmoderated=allow_unmoderated,
             config=config_path,
         )
@@ -308,7 +312,7 @@ async def _tail(
         since=since,
         state_file=options["state_file"],
         publisher=trust.publisher,
-        publisher_jid=trust.publisher_jid,
+        publisher_jid=trust.publisher_jids,
         require_moderated=trust.require_moderated,
     )
     if not where.empty:
@@ -433,7 +437,13 @@ def _room(text: str) -> str:
     "--publisher",
     help=f"The bridge's nick in the room: only its changes count (default {PUBLISHER_NICK}).",
 )
-@click.option("--publisher-jid", help="The bridge's account; checked where the archive shows it.")
+@click.option(
+    "--publisher-jid",
+    "publisher_jids",
+    multiple=True,
+    help="The bridge's account; checked where the archive shows it "
+    "(repeatable: a bridge pair has two accounts).",
+)
 @click.option("--allow-unmoderated", is_flag=True, help="Audit a room that is not moderated.")
 @click.option("--contact", help="E-mail or URL for the User-Agent (Wikimedia asks for one).")
 @click.option("--user-agent", "agent", help="The whole User-Agent, instead of the default one.")
@@ -470,7 +480,7 @@ def audit(
     ca_file: str | None,
     config_path: str | None,
     publisher: str | None,
-    publisher_jid: str | None,
+    publisher_jids: tuple[str, ...],
     allow_unmoderated: bool,
     contact: str | None,
     agent: str | None,
@@ -494,7 +504,7 @@ def audit(
         )
         trust = resolve_trust(
             publisher=publisher,
-            publisher_jid=publisher_jid,
+            publisher_jid=publisher_jids,
             allow_unmoderated=allow_unmoderated,
             config=config_path,
         )
@@ -707,7 +717,7 @@ async def _read_archive(
             elements = message.message.findall(RC_TAG)
             if not elements:
                 continue
-            if archived_distrust(message.message, room, trust.publisher, trust.publisher_jid):
+            if archived_distrust(message.message, room, trust.publisher, trust.publisher_jids):
                 read.not_from_publisher += 1
                 continue
             for element in elements:

@@ -13,7 +13,8 @@ What this module adds on top, per room:
 - **trust**: only the bridge speaks for a room. A change is accepted only
   from the publisher's occupant nick (``publisher``, default ``rcbot``);
   live, that occupant must also hold the room's ``owner`` affiliation, and
-  where the room shows real JIDs, be ``publisher_jid`` when one is given.
+  where the room shows real JIDs, be one of ``publisher_jid`` when given (a
+  bridge pair has two accounts; the rule is `rcclient.trust`'s).
   Archived messages are held to the nick rule, and to the affiliation and
   JID rules where the archive records them (non-anonymous rooms). Anything
   else is dropped and counted (`forged`). Before each join the room must be
@@ -73,6 +74,7 @@ from xmlrc.xmpp.session import CLIENT_PORT, Backoff, Endpoint, Session, SessionE
 
 from .filters import ChangeFilter, FilterType, Predicate, build
 from .state import StateError, StateFile
+from .trust import jid_distrust, publisher_jids
 
 __all__ = ["Delivery", "Event", "Gap", "RCClient", "RCClientError"]
 
@@ -257,7 +259,8 @@ class RCClient:
     datetime, or a timedelta before now) asks each room's archive for the
     changes since then on the first join of a room without a saved position.
     ``publisher`` is the bridge's nick in the rooms; ``publisher_jid`` (a
-    bare JID) is checked where the room shows real JIDs;
+    bare JID, or several: a bridge pair's two accounts, either of which may
+    hold the nick) is checked where the room shows real JIDs;
     ``require_moderated=False`` reads rooms that are not moderated, with a
     warning, instead of refusing them.
     """
@@ -285,7 +288,7 @@ class RCClient:
         reconnect_max_delay: float = 60.0,
         catch_up_limit: int = 50_000,
         publisher: str = PUBLISHER_NICK,
-        publisher_jid: str | None = None,
+        publisher_jid: str | Iterable[str] | None = None,
         require_moderated: bool = True,
     ) -> None:
         self.jid = slixmpp.JID(jid)
@@ -310,7 +313,8 @@ class RCClient:
         self.reconnect_max_delay = reconnect_max_delay
         self.catch_up_limit = catch_up_limit
         self.publisher = publisher
-        self.publisher_jid = _bare(publisher_jid)
+        #: The publisher's accounts, bare and lower-cased (empty: the JID is not checked).
+        self.publisher_jids = publisher_jids(publisher_jid)
         self.require_moderated = require_moderated
         #: Counters: undecodable <rc> payloads, duplicates dropped, gaps, and
         #: messages with a change from anyone but the publisher (dropped).
@@ -914,9 +918,7 @@ class RCClient:
                 f"sent by {nick!r} with affiliation {occupant.affiliation!r}: the "
                 "publisher owns its rooms"
             )
-        if self.publisher_jid and occupant.jid and occupant.jid != self.publisher_jid:
-            return f"sent by {nick!r} as {occupant.jid}, not as {self.publisher_jid}"
-        return None
+        return jid_distrust(nick, occupant.jid, self.publisher_jids)
 
     def _archived(self, room: _Room, message: ArchivedMessage) -> _Received:
         """An archived message with the trust rules applied: the nick (the from is
@@ -934,11 +936,11 @@ class RCClient:
                     f"sent by {nick or 'someone else'!r}, not by the publisher {self.publisher!r}"
                 )
             for item in element.findall(_MUC_USER_ITEM):
-                affiliation, jid = item.get("affiliation"), _bare(item.get("jid"))
+                affiliation = item.get("affiliation")
                 if distrust is None and affiliation is not None and affiliation != "owner":
                     distrust = f"sent by {nick!r} with affiliation {affiliation!r}"
-                if distrust is None and self.publisher_jid and jid and jid != self.publisher_jid:
-                    distrust = f"sent by {nick!r} as {jid}, not as {self.publisher_jid}"
+                if distrust is None:
+                    distrust = jid_distrust(nick, item.get("jid"), self.publisher_jids)
         return _Received(message.archive_id, element, distrust)
 
     def _refuse(self, room: _Room, item: _Received) -> None:

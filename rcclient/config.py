@@ -14,12 +14,14 @@ used when it exists)::
     [trust]                     # optional: who may speak for the rooms
     publisher = "rcbot"         # the bridge's nick in its rooms (the default)
     publisher_jid = "bridge@example.org"  # optional; checked where rooms show real JIDs
+    # or, for a bridge pair (two accounts): ["rcbot@example.org", "rcbot2@example.org"]
     require_moderated = true    # refuse rooms that are not moderated (the default)
 
 A flag beats the environment (``RCCLIENT_JID``, ``RCCLIENT_PASSWORD``,
 ``RCCLIENT_HOST``, ``RCCLIENT_PORT``, ``RCCLIENT_CA_FILE``), which beats the
 file. For ``[trust]``, a flag (``--publisher``, ``--publisher-jid``,
-``--allow-unmoderated``) beats the file.
+``--allow-unmoderated``) beats the file; ``--publisher-jid`` may be given more
+than once, as ``publisher_jid`` may be a list.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import argparse
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +38,8 @@ from typing import Any
 
 from xmlrc.xmpp.muc import PUBLISHER_NICK
 from xmlrc.xmpp.session import CLIENT_PORT
+
+from .trust import publisher_jids
 
 __all__ = [
     "Account",
@@ -70,10 +74,11 @@ class Account:
 @dataclass(frozen=True, slots=True)
 class Trust:
     """Whom to believe in the rooms: `RCClient`'s ``publisher``, ``publisher_jid``
-    and ``require_moderated``."""
+    (here ``publisher_jids``: the publisher's accounts, none, one, or a bridge
+    pair's two) and ``require_moderated``."""
 
     publisher: str = PUBLISHER_NICK
-    publisher_jid: str | None = None
+    publisher_jids: tuple[str, ...] = ()
     require_moderated: bool = True
 
 
@@ -105,6 +110,14 @@ def _config_path(
     return path.expanduser(), explicit
 
 
+def _jids(values: Iterable[Any]) -> bool:
+    """Whether `values` are all JIDs (non-empty strings) by `publisher_jids`' rule."""
+    try:
+        return all(isinstance(value, str) and publisher_jids([value]) for value in values)
+    except (TypeError, ValueError):
+        return False
+
+
 def _load_trust(path: Path, explicit: bool) -> dict[str, Any]:
     data = _read_toml(path, explicit)
     trust = data.get("trust", {})
@@ -113,9 +126,17 @@ def _load_trust(path: Path, explicit: bool) -> dict[str, Any]:
     unknown = sorted(set(trust) - {"publisher", "publisher_jid", "require_moderated"})
     if unknown:
         raise ConfigError(f"{path}: unknown key trust.{unknown[0]}")
-    for key in ("publisher", "publisher_jid"):
-        if key in trust and (not isinstance(trust[key], str) or not trust[key]):
-            raise ConfigError(f"{path}: trust.{key} must be a non-empty string")
+    if "publisher" in trust and (not isinstance(trust["publisher"], str) or not trust["publisher"]):
+        raise ConfigError(f"{path}: trust.publisher must be a non-empty string")
+    if "publisher_jid" in trust:
+        jids = trust["publisher_jid"]
+        listed = jids if isinstance(jids, list) else [jids]
+        if not listed or not _jids(listed):
+            raise ConfigError(
+                f"{path}: trust.publisher_jid must be a non-empty string "
+                "or a list of non-empty strings"
+            )
+        trust = {**trust, "publisher_jid": tuple(listed)}
     if "require_moderated" in trust and not isinstance(trust["require_moderated"], bool):
         raise ConfigError(f"{path}: trust.require_moderated must be true or false")
     return dict(trust)
@@ -124,22 +145,28 @@ def _load_trust(path: Path, explicit: bool) -> dict[str, Any]:
 def resolve_trust(
     *,
     publisher: str | None = None,
-    publisher_jid: str | None = None,
+    publisher_jid: str | Iterable[str] | None = None,
     allow_unmoderated: bool = False,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Trust:
-    """Whom to believe, from flags (the arguments) and the config file's ``[trust]``."""
+    """Whom to believe, from flags (the arguments) and the config file's ``[trust]``.
+
+    ``publisher_jid`` is one JID or several (``--publisher-jid``, repeatable); given,
+    it replaces the file's ``publisher_jid`` (a string or a list)."""
     env = os.environ if environ is None else environ
     file = _load_trust(*_config_path(config, env))
     if publisher is not None and not publisher:
         raise ConfigError("--publisher: give the bridge's nick in its rooms")
+    flags = (publisher_jid,) if isinstance(publisher_jid, str) else tuple(publisher_jid or ())
+    if not _jids(flags):
+        raise ConfigError("--publisher-jid: give the bridge's account (a bare JID)")
     defaults = Trust()
     required = file.get("require_moderated", defaults.require_moderated)
     require = bool(required) and not allow_unmoderated
     return Trust(
         publisher=publisher or file.get("publisher") or defaults.publisher,
-        publisher_jid=publisher_jid or file.get("publisher_jid"),
+        publisher_jids=tuple(dict.fromkeys(flags or file.get("publisher_jid", ()))),
         require_moderated=require,
     )
 

@@ -27,6 +27,8 @@ from xmlrc.xmpp import Endpoint, Session, muc
 
 #: Passwords of the fixture accounts (tests/conftest.py).
 PASSWORDS = {"rcbot": "bridgepass", "reader": "readerpass", "intruder": "intruderpass"}
+#: The second account of a bridge pair: not a fixture account, `add_user` it first.
+PASSWORDS["rcbot2"] = "bridge2pass"
 #: Room configurations.
 MODERATED: Mapping[str, bool | int | str] = {"muc#roomconfig_moderatedroom": True}
 UNMODERATED: Mapping[str, bool | int | str] = {"muc#roomconfig_moderatedroom": False}

@@ -260,3 +260,30 @@ def test_archived_trust_follows_the_publisher_rules() -> None:
     owner = _message(f"{room}/rcbot", "owner", "rcbot@localhost/x")
     assert archived_distrust(owner, room, "rcbot", "rcbot@localhost") is None
     assert archived_distrust(owner, room, "rcbot", "bridge@localhost") is not None
+
+
+def test_archived_trust_accepts_any_of_a_bridge_pairs_accounts() -> None:
+    room = "testwiki@conference.localhost"
+    first = _message(f"{room}/rcbot", "owner", "rcbot@localhost/pair")
+    second = _message(f"{room}/rcbot", "owner", "RCBot2@Localhost/pair")  # case is not identity
+    pair = ["rcbot2@localhost", "rcbot@localhost"]
+    for message in (first, second):
+        assert archived_distrust(message, room, "rcbot", pair) is None
+        assert archived_distrust(message, room, "rcbot", iter(pair)) is None
+        assert archived_distrust(message, room, "rcbot", frozenset(pair)) is None
+    assert archived_distrust(second, room, "rcbot", "rcbot@localhost") == (
+        "sent by 'rcbot' as rcbot2@localhost, not as rcbot@localhost"
+    )
+    other = _message(f"{room}/rcbot", "owner", "mallory@localhost/x")
+    assert archived_distrust(other, room, "rcbot", ["rcbot@localhost", "rcbot2@localhost/r"]) == (
+        "sent by 'rcbot' as mallory@localhost, not as rcbot2@localhost or rcbot@localhost"
+    )
+    # Where the archive records no real JID, only the nick and affiliation are checked.
+    assert archived_distrust(_message(f"{room}/rcbot", "owner"), room, "rcbot", pair) is None
+    # No accounts (None, "", an empty list): the JID is not checked, as before.
+    for nobody in (None, "", []):
+        assert archived_distrust(other, room, "rcbot", nobody) is None
+    with pytest.raises(ValueError, match="not a JID"):
+        archived_distrust(first, room, "rcbot", ["rcbot@localhost", ""])
+    with pytest.raises(TypeError, match="expected JIDs"):
+        archived_distrust(first, room, "rcbot", [b"rcbot@localhost"])  # type: ignore[list-item]

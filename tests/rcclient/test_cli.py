@@ -242,3 +242,29 @@ async def test_tail_trusts_only_the_publisher_and_names_the_room(prosody: Prosod
             (forged, "FORGED"),
             (forged, "FORGED"),
         ]
+
+
+async def test_tail_publisher_jid_is_repeatable_for_a_bridge_pair(prosody: ProsodyServer) -> None:
+    from tests.rcclient.rooms import NON_ANONYMOUS, PASSWORDS, occupant, payload
+
+    # Each bridge of a pair publishes under the same nick, from its own account; the
+    # rooms show real JIDs. Both flags reach the client: with either alone, one of
+    # the two changes would be refused and --count 2 never reached.
+    prosody.add_user("rcbot2", PASSWORDS["rcbot2"])
+    wiki = "clipairwiki"
+    one, two = room_of(prosody, "cli-pair-one"), room_of(prosody, "cli-pair-two")
+    async with (
+        occupant(prosody, "rcbot", one, "rcbot", config=NON_ANONYMOUS) as first,
+        occupant(prosody, "rcbot2", two, "rcbot", config=NON_ANONYMOUS) as second,
+    ):
+        await first.post(payload(change(wiki, 1)))
+        await second.post(payload(change(wiki, 2)))
+        args = ["tail", *account_args(prosody), "--json", "--since", "1h", "--count", "2"]
+        jids = ["--publisher-jid", prosody.jid("rcbot"), "--publisher-jid", prosody.jid("rcbot2")]
+        status, out, err = await run_cli(*args, *jids, one, two, timeout=30)
+    assert status == 0, err
+    assert sorted((json.loads(x)["room"], json.loads(x)["id"]) for x in out.splitlines()) == [
+        (one, 1),
+        (two, 2),
+    ]
+    assert "dropped" not in err

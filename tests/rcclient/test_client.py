@@ -372,3 +372,23 @@ def test_delivery_keeps_its_positional_form() -> None:
         "abc",
         False,
     )
+
+
+def test_publisher_jid_is_one_jid_or_several() -> None:
+    def client(publisher_jid: object) -> rcclient.RCClient:
+        return rcclient.RCClient(
+            "reader@localhost",
+            "x",
+            ["w@conference.localhost"],
+            publisher_jid=publisher_jid,  # type: ignore[arg-type]
+        )
+
+    assert client(None).publisher_jids == frozenset()
+    assert client("").publisher_jids == frozenset()  # as before: not checked
+    assert client("RCBot@Localhost/res").publisher_jids == {"rcbot@localhost"}  # a str is one
+    pair = client(x for x in ["rcbot@localhost", "rcbot2@localhost"])  # any iterable, read once
+    assert pair.publisher_jids == frozenset({"rcbot@localhost", "rcbot2@localhost"})
+    with pytest.raises(ValueError, match="not a JID"):
+        client(["rcbot@localhost", ""])
+    with pytest.raises(TypeError, match="expected JIDs"):
+        client([None])

@@ -139,19 +139,49 @@ def test_account_errors(tmp_path: Path) -> None:
 
 def test_trust_from_flags_and_the_config_file(tmp_path: Path) -> None:
     env = {"XDG_CONFIG_HOME": str(tmp_path)}
-    assert resolve_trust(environ=env) == Trust("rcbot", None, True)  # no file: safe defaults
+    assert resolve_trust(environ=env) == Trust("rcbot", (), True)  # no file: safe defaults
     config = tmp_path / "rcclient.toml"
     config.write_text(
         '[account]\njid = "a@b"\n[trust]\npublisher = "feedbot"\n'
         'publisher_jid = "bridge@example.org/x"\nrequire_moderated = false\n'
     )
-    assert resolve_trust(environ=env) == Trust("feedbot", "bridge@example.org/x", False)
+    assert resolve_trust(environ=env) == Trust("feedbot", ("bridge@example.org/x",), False)
     assert resolve_trust(publisher="rc", publisher_jid="b@c", environ=env) == Trust(
-        "rc", "b@c", False
+        "rc", ("b@c",), False
     )
     config.write_text("[trust]\nrequire_moderated = true\n")
     assert resolve_trust(allow_unmoderated=True, environ=env).require_moderated is False
     assert resolve_account(jid="a@b", password="p", environ=env).jid == "a@b"  # [trust] is fine
+
+
+def test_trust_publisher_jid_is_one_string_or_a_list(tmp_path: Path) -> None:
+    # A bridge pair has two accounts: its readers name both, in the file or as flags.
+    config = tmp_path / "rcclient.toml"
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    for value, jids in [
+        ('"rcbot@example.org"', ("rcbot@example.org",)),
+        ('["rcbot@example.org"]', ("rcbot@example.org",)),
+        (
+            '["rcbot@example.org", "rcbot2@example.org"]',
+            ("rcbot@example.org", "rcbot2@example.org"),
+        ),
+        ('["a@b", "c@d", "a@b"]', ("a@b", "c@d")),  # the same account once
+    ]:
+        config.write_text(f"[trust]\npublisher_jid = {value}\n")
+        assert resolve_trust(environ=env).publisher_jids == jids, value
+    # --publisher-jid (repeatable: the CLI's tuple) replaces the file's list.
+    flags = ("x@y", "z@y")
+    assert resolve_trust(publisher_jid=flags, environ=env).publisher_jids == flags
+    assert resolve_trust(publisher_jid=(), environ=env).publisher_jids == ("a@b", "c@d")
+    message = r"trust\.publisher_jid must be a non-empty string or a list of non-empty strings"
+    for value in ['""', "[]", '["a@b", ""]', '["a@b", 3]', '"/r"', "3", "true", '{ jid = "a@b" }']:
+        config.write_text(f"[trust]\npublisher_jid = {value}\n")
+        with pytest.raises(ConfigError, match=message):
+            resolve_trust(environ=env)
+    config.write_text("")
+    for bad in [("a@b", ""), "", (" ",)]:
+        with pytest.raises(ConfigError, match="--publisher-jid: give the bridge's account"):
+            resolve_trust(publisher_jid=bad, environ=env)
 
 
 def test_trust_errors(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from rcclient import RCClientError
 from tests.rcclient.rooms import (
     MODERATED,
     NON_ANONYMOUS,
+    PASSWORDS,
     UNMODERATED,
     Collector,
     occupant,
@@ -31,6 +32,7 @@ from tests.rcclient.rooms import (
     wait_for,
 )
 from tests.rcclient.util import change
+from xmlrc.xmpp import muc
 
 
 def room(prosody: ProsodyServer, name: str) -> str:
@@ -129,6 +131,55 @@ async def test_publisher_jid_is_checked_where_the_room_shows_real_jids(
     assert seen.seen() == [(real, f"{wiki}/1", "Page 1")]
     assert replayed.seen() == [(real, f"{wiki}/1", "Page 1")]
     assert (live.forged, later.forged) == (1, 1)
+
+
+async def test_a_bridge_pairs_readers_name_both_accounts(
+    prosody: ProsodyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A take-over in a non-anonymous room: rcbot publishes and dies; rcbot2, the other
+    # bridge (an owner too), takes the publisher's nick and goes on. A reader naming
+    # both accounts believes both; one naming only rcbot refuses rcbot2, live and in
+    # catch-up, and says which accounts it expected.
+    prosody.add_user("rcbot2", PASSWORDS["rcbot2"])
+    wiki = "pairjidwiki"
+    target = room(prosody, "trust-jid-pair")
+    first, second = prosody.jid("rcbot"), prosody.jid("rcbot2")
+    both = {"publisher_jid": [second, first.upper()]}  # any order, any case
+    only_first = {"publisher_jid": [first]}
+    async with occupant(prosody, "rcbot", target, "rcbot", config=NON_ANONYMOUS) as publisher:
+        await muc.set_affiliation(publisher.session.client, target, second, "owner", timeout=20)
+        pair, single = reader(prosody, [target], **both), reader(prosody, [target], **only_first)
+        async with pair, single, Collector(pair) as seen, Collector(single) as seen_single:
+            await publisher.post(payload(change(wiki, 1)))
+            await seen.wait_count(1)
+            await seen_single.wait_count(1)
+            await publisher.session.stop()  # the publisher dies; the nick is free
+            async with occupant(prosody, "rcbot2", target, "rcbot") as successor:
+                assert successor.occupancy.affiliation == "owner"
+                await successor.post(payload(change(wiki, 2)))
+                await seen.wait_count(2)
+                await wait_for(lambda: single.forged == 1, 20, "rcbot2's change refused")
+                await asyncio.sleep(0.3)
+                # Later readers catch up from the archive, which records the real JIDs.
+                later_pair = reader(prosody, [target], since=timedelta(hours=1), **both)
+                later_single = reader(prosody, [target], since=timedelta(hours=1), **only_first)
+                async with (
+                    later_pair,
+                    later_single,
+                    Collector(later_pair) as replayed,
+                    Collector(later_single) as replayed_single,
+                ):
+                    await replayed.wait_count(2)
+                    await replayed_single.wait_count(1)
+                    await wait_for(lambda: later_single.forged == 1, 20, "refused in catch-up")
+                    await asyncio.sleep(0.3)
+    both_changes = [(target, f"{wiki}/1", "Page 1"), (target, f"{wiki}/2", "Page 2")]
+    assert seen.seen() == replayed.seen() == both_changes
+    assert seen_single.seen() == replayed_single.seen() == both_changes[:1]
+    assert (pair.forged, later_pair.forged, single.forged, later_single.forged) == (0, 0, 1, 1)
+    assert pair.publisher_jids == {first, second}
+    refusal = f"dropped a change in {target}: sent by 'rcbot' as {second}, not as {first}"
+    assert caplog.text.count(refusal) == 2  # live and in catch-up
 
 
 async def test_an_overflowing_timestamp_is_a_decode_error_live_and_in_catch_up(
