@@ -56,6 +56,30 @@ class EjabberdError(RuntimeError):
     """ejabberd could not be configured, started or driven as asked."""
 
 
+def _bindable(host: str, port: int) -> bool:
+    """Whether a listening socket could bind ``host:port`` now (with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _holders(host: str, ports: list[int]) -> str:
+    """What ``ss`` says holds ``ports`` (for an error message), or why it cannot say."""
+    try:
+        result = subprocess.run(
+            ["ss", "-tanp"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(ss failed: {exc})"
+    anywhere = "0.0.0.0"  # noqa: S104 (matched in ss's output, not bound)
+    wanted = tuple(f"{a}:{port} " for a in (host, anywhere, "*") for port in ports)
+    return "\n".join(line for line in result.stdout.splitlines() if any(w in line for w in wanted))
+
+
 class EjabberdServer(ThrowawayServer):
     """A private ejabberd instance on loopback, run as a child process group."""
 
@@ -208,21 +232,61 @@ class EjabberdServer(ThrowawayServer):
     # ----------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start ejabberd and wait until its c2s port answers a stream header."""
+        """Start ejabberd and wait until its c2s port answers a stream header.
+
+        A restart (after :meth:`kill` or :meth:`stop`) keeps the ports, which
+        clients know: it first waits (up to half of ``start_timeout``) until
+        they can be bound again, and tries again (three times at most) when
+        ejabberd still finds one taken (``eaddrinuse``: another program on the
+        machine was handed the port while this node was down)."""
         if self.running:
             raise EjabberdError("ejabberd is already running")
-        stdout = (self._dir / "ejabberd.stdout").open("ab")
-        self._out_files = [stdout]
-        self._process = subprocess.Popen(
-            [*self._ctl_command(), "foreground"],
-            cwd=self._dir,
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.wait_ready()
+        for attempt in range(3):
+            self._wait_ports_free(self._start_timeout / 2)
+            log_size = self._stdout_file.stat().st_size if self._stdout_file.exists() else 0
+            stdout = self._stdout_file.open("ab")
+            self._out_files = [stdout]
+            self._process = subprocess.Popen(
+                [*self._ctl_command(), "foreground"],
+                cwd=self._dir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                self.wait_ready()
+                return
+            except EjabberdError:
+                with self._stdout_file.open("rb") as handle:
+                    handle.seek(log_size)
+                    taken = b"eaddrinuse" in handle.read()
+                if not taken or attempt == 2:
+                    raise
+                time.sleep(1.0)
+
+    @property
+    def _stdout_file(self) -> Path:
+        return self._dir / "ejabberd.stdout"
+
+    def _ports(self) -> list[int]:
+        return [self._c2s_port, self._dist_port, *([self._http_port] if self._web else [])]
+
+    def _wait_ports_free(self, timeout: float) -> None:
+        """Wait until this node's TCP ports can be bound on its address (as ejabberd
+        binds them: SO_REUSEADDR, so connections left in TIME_WAIT do not count)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [port for port in self._ports() if not _bindable(self._host, port)]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise EjabberdError(
+                    f"ports {busy} on {self._host} are still taken after {timeout:g} s:\n"
+                    + _holders(self._host, busy)
+                )
+            time.sleep(0.2)
 
     def wait_ready(self) -> None:
         """Wait until the c2s port answers a stream header (:class:`EjabberdError`,
@@ -328,7 +392,7 @@ class EjabberdServer(ThrowawayServer):
         """ejabberd's log and console output so far."""
         parts = []
         logs = self._dir / "logs"
-        for path in (self.log_file, logs / "error.log", self._dir / "ejabberd.stdout"):
+        for path in (self.log_file, logs / "error.log", self._stdout_file):
             if path.exists():
                 text = path.read_text(errors="replace")
                 if text:
