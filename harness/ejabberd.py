@@ -313,6 +313,7 @@ class EjabberdServer(ThrowawayServer):
         if process is not None:
             if process.poll() is None:
                 self._signal_group(process.pid, signal.SIGTERM)
+                self._signal_group(process.pid, signal.SIGCONT)  # if frozen
                 try:
                     process.wait(timeout=self._stop_timeout)
                 except subprocess.TimeoutExpired:
@@ -335,6 +336,23 @@ class EjabberdServer(ThrowawayServer):
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=self._stop_timeout)
         self.stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP the node's process group: a hung node (its sockets stay open,
+        nothing answers; the other nodes declare it down after Erlang's
+        ``net_ticktime``, 60 s). :meth:`thaw` resumes it; :meth:`stop` and
+        :meth:`kill` work on a frozen node too."""
+        if self._process is None or self._process.poll() is not None:
+            raise EjabberdError("ejabberd is not running")
+        self._signal_group(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a node :meth:`freeze` stopped. A cluster node that was declared
+        down meanwhile comes back partitioned (Mnesia: inconsistent_database):
+        restart it (:meth:`stop`, :meth:`start`) to make it load from the others."""
+        if self._process is None or self._process.poll() is not None:
+            raise EjabberdError("ejabberd is not running")
+        self._signal_group(self._process.pid, signal.SIGCONT)
 
     # ------------------------------------------------------------ accounts
 
@@ -633,7 +651,10 @@ class EjabberdCluster(ThrowawayServer):
 
     Fault tests: ``cluster.nodes[i].kill()`` SIGKILLs a node's whole process
     group; ``cluster.nodes[i].start()`` brings it back, and it rejoins the
-    cluster from its spool (:meth:`wait_members` waits for that).
+    cluster from its spool (:meth:`wait_members` waits for that);
+    ``freeze()``/``thaw()`` hang and resume it (SIGSTOP/SIGCONT): the others
+    declare it down after ``net_ticktime`` (60 s), and once thawed it stays
+    partitioned from them (Mnesia's ``inconsistent_database``) until restarted.
 
     The room-creation trap: a room that does not exist yet, joined at the same
     moment through two nodes, becomes two rooms (one per node, each delivering

@@ -15,6 +15,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from harness.ejabberd import EjabberdCluster, EjabberdServer
+from harness.prosody import _stream_answers
 from tests.helpers import wait_for
 from xmlrc.xmpp import Endpoint, Session, muc
 
@@ -101,6 +102,22 @@ async def test_a_room_made_through_one_node_carries_messages_both_ways() -> None
                 await asyncio.sleep(0.3)  # nothing more (no duplicates) comes
                 assert sorted(at_alice) == expected
                 assert sorted(at_bob) == expected
+
+        # A frozen node answers nothing, and again once thawed.
+        second.freeze()
+        assert not _stream_answers(second.host, second.c2s_port, second.domain, timeout=0.5)
+        second.thaw()
+        await wait_for(
+            lambda: _stream_answers(second.host, second.c2s_port, second.domain),
+            what="node 2 thawed",
+        )
+        # A killed node is gone from the cluster; restarted, it is back from its spool.
+        second.kill()
+        assert not second.running and cluster.running
+        assert first.cluster_members() == [first.node]
+        second.start()
+        assert sorted(cluster.wait_members()) == both
+        assert "bob" in second.ctl("registered_users", second.domain).split()
     finally:
         cluster.cleanup()
     assert not cluster.running

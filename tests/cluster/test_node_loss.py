@@ -376,8 +376,8 @@ async def run_node_loss(tmp_path: Path, cluster: EjabberdCluster, *, rooms_die: 
             back = next(t for t, e in waited.events if isinstance(e, Delivery) and e.replayed)
             print(
                 f"killed node: up and in the cluster {rejoined - restart:.2f} s after its "
-                f"restart; the reader that waited for it caught up {len(replayed)} changes "
-                f"from the archive {back - rejoined:.2f} s after that"
+                f"restart began; the reader that waited for it had the first of its "
+                f"{len(replayed)} changes from the archive {back - restart:.2f} s after it began"
             )
             for node in cluster.nodes:
                 # The room archive is a Mnesia table with a copy on disc on every node.
