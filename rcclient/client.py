@@ -707,7 +707,7 @@ class RCClient:
                 self._ready.set_result(None)
             for room in self._rooms.values():
                 if room.joined:
-                    await self._resume(room)
+                    await self._resume_or_retry(room)
             await self._watch()
         except _LinkDead as exc:
             self.session.drop(str(exc))  # Session reconnects; _on_offline cancels us
@@ -742,11 +742,19 @@ class RCClient:
                     except _RoomError as exc:
                         log.error("%s; trying again in %.0f s", exc, retry)
                         continue
-                    await self._resume(room)
+                    await self._resume_or_retry(room)
             if any(not room.joined for room in self._rooms.values()):
                 retry = min(retry * 2, self.reconnect_max_delay)
             else:
                 retry = self.reconnect_delay
+
+    async def _no_answer(self, what: str) -> _LinkDead | _RoomError:
+        """A room did not answer: the link is dead only if the server does not answer
+        either. Otherwise that room alone is unreachable (on a cluster its node may
+        hang): it is tried again later, and the other rooms go on."""
+        if await self.session.server_answers(self.ping_timeout):
+            return _RoomError(f"{what}, though the server answers")
+        return _LinkDead(what)
 
     async def _still_joined(self, room: _Room) -> bool:
         """XEP-0410 by the one verdict table; raises `_LinkDead` when nothing answers."""
@@ -757,9 +765,11 @@ class RCClient:
             return False
         if result.verdict is Verdict.UNDECIDED:
             if result.timed_out:
-                raise _LinkDead(
-                    f"no answer to a self-ping in {room.jid} within {self.ping_timeout:g} s"
-                )
+                what = f"no answer to a self-ping in {room.jid} within {self.ping_timeout:g} s"
+                if isinstance(await self._no_answer(what), _LinkDead):
+                    raise _LinkDead(what)
+                log.warning("%s, though the server answers: rejoining it", what)
+                return False
             log.info("self-ping in %s undecided (%s); asking later", room.jid, result.condition)
         return True
 
@@ -778,7 +788,7 @@ class RCClient:
                 raise _RoomError(f"no such room: {room.jid}") from None
             raise _RoomError(f"cannot join {room.jid}: {exc.condition}") from None
         except IqTimeout:
-            raise _LinkDead(f"no answer about {room.jid}") from None
+            raise await self._no_answer(f"no answer about {room.jid}") from None
         room.moderated = info.moderated
         if not info.moderated:
             if self.require_moderated:
@@ -802,16 +812,25 @@ class RCClient:
         except muc.JoinError as exc:
             raise _RoomError(f"cannot join {room.jid}: {exc.condition}") from None
         except TimeoutError:
-            raise _LinkDead(f"no answer joining {room.jid}") from None
+            raise await self._no_answer(f"no answer joining {room.jid}") from None
         room.nick = joined.nick or room.nick
         room.joined = True
+
+    async def _resume_or_retry(self, room: _Room) -> None:
+        """`_resume`; a room whose archive does not answer (the server does) is left to
+        be joined and caught up again later."""
+        try:
+            await self._resume(room)
+        except _RoomError as exc:
+            log.error("%s; trying again later", exc)
+            room.joined = room.live = False
 
     async def _resume(self, room: _Room) -> None:
         """Catch up from the archive, hand out the live messages held meanwhile, go live."""
         try:
             await self._catch_up(room)
         except IqTimeout:
-            raise _LinkDead(f"no answer from the archive of {room.jid}") from None
+            raise await self._no_answer(f"no answer from the archive of {room.jid}") from None
         buffered, room.buffer = room.buffer, []
         for item in buffered:
             self._accept(room, item, replayed=False)

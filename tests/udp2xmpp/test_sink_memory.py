@@ -158,6 +158,24 @@ async def test_an_unanswered_self_ping_drops_the_connection(make_sink: Any) -> N
     assert len(link.drops) == 1
 
 
+async def test_a_room_that_does_not_answer_while_the_server_does_is_rejoined_alone(
+    make_sink: Any,
+) -> None:
+    """On a cluster the node hosting one room may hang: that room is rejoined, its
+    unconfirmed changes resent, and the connection (and the other rooms) kept."""
+    sink, link = make_sink()
+    link.server_alive = True
+    link.come_online()
+    sink.submit(OTHER, item(1, "dewiki"))
+    await wait_for(lambda: sink.stats.confirmed == 1, 5, "the other room confirmed")
+    link.ping_answers = [PingResult(Verdict.UNDECIDED, None, timed_out=True)]
+    sink.submit(ROOM, item(1))
+    await wait_for(lambda: sink.stats.confirmed == 2, 5, "confirmation after rejoining")
+    assert link.drops == [] and link.entered.count(ROOM.jid) == 2
+    assert link.entered.count(OTHER.jid) == 1
+    assert [mid for room, mid, _t in link.written if room == ROOM.jid] == ["enwiki/1"] * 2
+
+
 async def test_a_message_refused_for_good_is_counted_not_resent(make_sink: Any) -> None:
     sink, link = make_sink()
     link.ping_answers = [PingResult(Verdict.UNDECIDED, "remote-server-timeout")]

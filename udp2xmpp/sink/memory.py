@@ -63,6 +63,8 @@ class MemoryLink:
         #: Rooms whose publisher no longer answers pings; rooms where it was fenced out.
         self.unresponsive: set[str] = set()
         self.fenced: list[str] = []
+        #: Whether the "server" answers a ping when a room does not (False: a dead link).
+        self.server_alive = False
 
     # -- what a test does -----------------------------------------------------------------
 
@@ -192,6 +194,10 @@ class MemoryLink:
 
     def leave(self, room: str) -> None:
         self._in_room.pop(room, None)
+
+    async def server_answers(self) -> bool:
+        await asyncio.sleep(0)
+        return self.server_alive
 
     def drop(self, reason: str) -> None:
         self.drops.append(reason)

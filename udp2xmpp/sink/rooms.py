@@ -547,7 +547,18 @@ class RoomSink:
                 continue
             if result.verdict is Verdict.UNDECIDED:
                 self.stats.self_ping_failures += 1
-                if result.timed_out:
+                if result.timed_out and await self.link.server_answers():
+                    # The server is there; only the room is not (on a cluster its node
+                    # may hang): rejoin it, and leave the other rooms alone.
+                    self._log.warning(
+                        "no answer to a self-ping of %s, though the server answers: rejoining it",
+                        channel.jid,
+                    )
+                    if channel.joined:
+                        channel.joined = False
+                        self._requeue(channel, lost=False)
+                        channel.wake.set()
+                elif result.timed_out:
                     self.link.drop(f"no answer to a self-ping of {channel.jid}")
                 else:  # the room's server is unreachable; nothing is confirmed: ask again
                     channel.sent_since_ping.set()

@@ -148,6 +148,9 @@ class XmppLink:
     def drop(self, reason: str) -> None:
         self.session.drop(reason)
 
+    async def server_answers(self) -> bool:
+        return await self.session.server_answers(self.timeout)
+
     def leave(self, room: str) -> None:
         nick = self._nicks.pop(room, self.nick)
         muc.leave(self.session.client, room, nick, ifrom=self.sender)

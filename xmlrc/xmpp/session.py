@@ -375,19 +375,27 @@ class Session:
                 self._call_all(self._offline_callbacks)
             await self._drop_connection()
 
+    async def server_answers(self, timeout: float | None = None) -> bool:
+        """Whether our server answers a ping within `timeout` (default `ping_timeout`).
+
+        For a room that did not answer: if the server does, the link is fine and
+        only that room is unreachable (on a cluster, its node may hang)."""
+        iq = self.client.make_iq_get(queryxmlns=None, ito=slixmpp.JID(self.client.boundjid.domain))
+        iq.enable("ping")
+        try:
+            await iq.send(timeout=self.ping_timeout if timeout is None else timeout)
+        except IqTimeout:
+            return False
+        except IqError:
+            pass  # an answer, even an error, proves the link is alive
+        return True
+
     async def _keepalive(self, ended: asyncio.Future[str]) -> None:
         """Ping the server now and then, so a silently dead link is noticed."""
-        domain = slixmpp.JID(self.client.boundjid.domain)
         while not ended.done():
             await asyncio.sleep(self.keepalive)
-            iq = self.client.make_iq_get(queryxmlns=None, ito=domain)
-            iq.enable("ping")
-            try:
-                await iq.send(timeout=self.ping_timeout)
-            except IqTimeout:
+            if not await self.server_answers():
                 self.drop(f"the server did not answer a ping within {self.ping_timeout:g} s")
-            except IqError:
-                pass  # an answer, even an error, proves the link is alive
 
     async def _drop_connection(self) -> None:
         """Abort the socket (if any) and wait until slixmpp has seen it go."""
