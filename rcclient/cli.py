@@ -51,7 +51,7 @@ from xmlrc.wire.rcxml import RC_TAG
 from xmlrc.xmpp import muc
 from xmlrc.xmpp.archive import query_page
 from xmlrc.xmpp.muc import PUBLISHER_NICK
-from xmlrc.xmpp.session import CLIENT_PORT, Endpoint, Session, SessionError, split_hostport
+from xmlrc.xmpp.session import CLIENT_PORT, Endpoint, Session, SessionError
 
 from .audit import FEEDS, Feed, Window, archived_distrust, compare, default_fields, parse_fields
 from .client import Gap, RCClient, RCClientError
@@ -177,7 +177,13 @@ def tail(
     _setup_logging(verbose)
     try:
         account = resolve_account(
-            jid=jid, password=password, host=host, port=port, ca_file=ca_file, config=config_path
+            jid=jid,
+            password=password,
+            host=host,
+            port=port,
+            ca_file=ca_file,
+            config=config_path,
+            servers=servers,
         )
         trust = resolve_trust(
             publisher=publisher,
@@ -186,7 +192,6 @@ def tail(
             config=config_path,
         )
         since_time = parse_since(since) if since else None
-        addresses = tuple(_server(text) for text in servers)
         where = _filter(
             wikis,
             types,
@@ -205,7 +210,6 @@ def tail(
     output = _Output(as_json=as_json, colour=colour, count=count)
     options: dict[str, Any] = {
         "nick": nick,
-        "servers": addresses,
         "since": since_time,
         "state_file": state_file,
         "trust": trust,
@@ -240,13 +244,6 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("rcclient").setLevel(logging.INFO if verbose else logging.WARNING)
     # slixmpp logs tracebacks for conditions we report in one line ourselves.
     logging.getLogger("slixmpp").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL + 1)
-
-
-def _server(text: str) -> tuple[str, int]:
-    try:
-        return split_hostport(text)
-    except ValueError as exc:
-        raise ValueError(f"--server: {exc}") from None
 
 
 def _filter(
@@ -306,7 +303,7 @@ async def _tail(
         rooms,
         host=account.host,
         port=account.port,
-        servers=options["servers"],
+        servers=account.servers,
         ca_file=account.ca_file,
         nick=options["nick"],
         since=since,
@@ -427,6 +424,13 @@ def _room(text: str) -> str:
 @click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
 @click.option("--host", help="Server to connect to (default: the JID's domain).")
 @click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT}).")
+@click.option(
+    "--server",
+    "servers",
+    multiple=True,
+    help="Another node of the same service, HOST:PORT (repeatable): tried in turn when "
+    "the connection ends.",
+)
 @click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
 @click.option(
     "--config",
@@ -477,6 +481,7 @@ def audit(
     password: str | None,
     host: str | None,
     port: int | None,
+    servers: tuple[str, ...],
     ca_file: str | None,
     config_path: str | None,
     publisher: str | None,
@@ -500,7 +505,13 @@ def audit(
     try:
         room_jid = _room(room)
         account = resolve_account(
-            jid=jid, password=password, host=host, port=port, ca_file=ca_file, config=config_path
+            jid=jid,
+            password=password,
+            host=host,
+            port=port,
+            ca_file=ca_file,
+            config=config_path,
+            servers=servers,
         )
         trust = resolve_trust(
             publisher=publisher,
@@ -620,6 +631,7 @@ async def _audit_reads(
             host=account.host,
             port=account.port,
             ca_file=account.ca_file,
+            alternates=account.servers,
         ),
         plugins=("xep_0030", "xep_0059", "xep_0313"),
     )

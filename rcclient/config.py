@@ -9,6 +9,7 @@ used when it exists)::
     password = "..."            # or password_file = "/path/to/file"
     host = "xmpp.example.org"   # optional, default: the JID's domain
     port = 5222                 # optional
+    servers = ["10.0.0.3:5222"] # optional: other nodes of a cluster, tried in turn
     ca_file = "ca.pem"          # optional, relative to the config file
 
     [trust]                     # optional: who may speak for the rooms
@@ -19,7 +20,8 @@ used when it exists)::
 
 A flag beats the environment (``RCCLIENT_JID``, ``RCCLIENT_PASSWORD``,
 ``RCCLIENT_HOST``, ``RCCLIENT_PORT``, ``RCCLIENT_CA_FILE``), which beats the
-file. For ``[trust]``, a flag (``--publisher``, ``--publisher-jid``,
+file (``--server``, repeatable, replaces the file's ``servers``). For
+``[trust]``, a flag (``--publisher``, ``--publisher-jid``,
 ``--allow-unmoderated``) beats the file; ``--publisher-jid`` may be given more
 than once, as ``publisher_jid`` may be a list.
 """
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from xmlrc.xmpp.muc import PUBLISHER_NICK
-from xmlrc.xmpp.session import CLIENT_PORT
+from xmlrc.xmpp.session import CLIENT_PORT, split_hostport
 
 from .trust import publisher_jids
 
@@ -68,6 +70,8 @@ class Account:
     password: str
     host: str | None = None
     port: int = CLIENT_PORT
+    #: Further nodes of the same service (a cluster), tried in turn: (host, port).
+    servers: tuple[tuple[str, int], ...] = ()
     ca_file: str | None = None
 
 
@@ -176,7 +180,7 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
     account = data.get("account", {})
     if not isinstance(account, dict):
         raise ConfigError(f"{path}: [account] must be a table")
-    known = {"jid", "password", "password_file", "host", "port", "ca_file"}
+    known = {"jid", "password", "password_file", "host", "port", "ca_file", "servers"}
     unknown = sorted(set(account) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key account.{unknown[0]}")
@@ -187,6 +191,9 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
         isinstance(account["port"], bool) or not isinstance(account["port"], int)
     ):
         raise ConfigError(f"{path}: account.port must be a number")
+    servers = account.get("servers", [])
+    if not isinstance(servers, list) or not all(isinstance(v, str) for v in servers):
+        raise ConfigError(f'{path}: account.servers must be a list of "host:port"')
     out = dict(account)
     for key in ("password_file", "ca_file"):
         if key in out:
@@ -203,8 +210,11 @@ def resolve_account(
     ca_file: str | None = None,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    servers: Iterable[str] = (),
 ) -> Account:
-    """The account from flags (the arguments), the environment and the config file."""
+    """The account from flags (the arguments), the environment and the config file.
+
+    ``servers`` (``--server``, "host:port" each) replace the file's ``servers``."""
     env = os.environ if environ is None else environ
     path, explicit = _config_path(config, env)
     file = _load_file(path, explicit)
@@ -243,8 +253,19 @@ def resolve_account(
     ca = pick(ca_file, "ca_file")
     if ca is not None and not Path(ca).is_file():
         raise ConfigError(f"CA file not found: {ca}")
+    flagged = tuple(servers)
+    try:
+        nodes = tuple(split_hostport(text) for text in flagged or file.get("servers", ()))
+    except ValueError as exc:
+        key = "--server" if flagged else f"{path}: account.servers"
+        raise ConfigError(f"{key}: {exc}") from None
     return Account(
-        jid=str(jid), password=str(password), host=pick(host, "host"), port=port_number, ca_file=ca
+        jid=str(jid),
+        password=str(password),
+        host=pick(host, "host"),
+        port=port_number,
+        servers=nodes,
+        ca_file=ca,
     )
 
 
@@ -275,12 +296,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def add_account_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--jid --password --host --port --ca-file --config`` to a script's parser."""
+    """Add ``--jid --password --host --port --server --ca-file --config`` to a script's
+    parser."""
     group = parser.add_argument_group("account (else $RCCLIENT_*, else the config file)")
     group.add_argument("--jid", help="your XMPP account")
     group.add_argument("--password", help="its password")
     group.add_argument("--host", help="server to connect to (default: the JID's domain)")
     group.add_argument("--port", type=int, help=f"its client port (default {CLIENT_PORT})")
+    group.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another node of the same service (repeatable), tried in turn",
+    )
     group.add_argument("--ca-file", help="CA certificate (PEM) of the server")
     group.add_argument("--config", help="config file (default ~/.config/rcclient.toml)")
 
@@ -294,4 +323,5 @@ def account_from_arguments(args: argparse.Namespace) -> Account:
         port=args.port,
         ca_file=args.ca_file,
         config=args.config,
+        servers=args.server,
     )

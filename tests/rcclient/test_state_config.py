@@ -205,3 +205,20 @@ def test_nothing_given_means_exactly_the_dataclass_defaults(tmp_path: Path) -> N
     env = {"XDG_CONFIG_HOME": str(tmp_path)}
     assert resolve_trust(environ=env) == Trust()
     assert resolve_account(jid="a@b", password="p", environ=env) == Account("a@b", "p")
+
+
+def test_the_nodes_of_a_cluster_from_the_file_or_the_flags(tmp_path: Path) -> None:
+    config = tmp_path / "rcclient.toml"
+    config.write_text(
+        '[account]\njid = "a@b"\npassword = "p"\nservers = ["10.0.0.2:5222", "[::1]:5223"]\n'
+    )
+    env: dict[str, str] = {}
+    account = resolve_account(config=config, environ=env)
+    assert account.servers == (("10.0.0.2", 5222), ("::1", 5223))
+    flagged = resolve_account(config=config, environ=env, servers=["10.0.0.9:1"])
+    assert flagged.servers == (("10.0.0.9", 1),)
+    with pytest.raises(ConfigError, match="--server: "):
+        resolve_account(config=config, environ=env, servers=["nowhere"])
+    config.write_text('[account]\njid = "a@b"\npassword = "p"\nservers = "10.0.0.2:5222"\n')
+    with pytest.raises(ConfigError, match=r"account\.servers must be a list"):
+        resolve_account(config=config, environ=env)
