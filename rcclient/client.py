@@ -752,7 +752,9 @@ class RCClient:
         """A room did not answer: the link is dead only if the server does not answer
         either. Otherwise that room alone is unreachable (on a cluster its node may
         hang): it is tried again later, and the other rooms go on."""
-        if await self.session.server_answers(self.ping_timeout):
+        # A live server answers in milliseconds; a dead one should not cost a second
+        # full timeout.
+        if await self.session.server_answers(min(self.ping_timeout, 5.0)):
             return _RoomError(f"{what}, though the server answers")
         return _LinkDead(what)
 

@@ -176,6 +176,22 @@ async def test_a_room_that_does_not_answer_while_the_server_does_is_rejoined_alo
     assert [mid for room, mid, _t in link.written if room == ROOM.jid] == ["enwiki/1"] * 2
 
 
+async def test_a_stale_verdict_does_not_drop_the_next_connection(make_sink: Any) -> None:
+    """Two rooms' self-pings time out on a dead stream: the first drops it; the second's
+    verdict, about the same dead stream, must not drop the new one (found on a cluster
+    with a hung node: 30 s more outage and two changes dead-lettered)."""
+    sink, link = make_sink(MemoryLink(auto_reconnect=True))
+    link.come_online()
+    sink.submit(ROOM, item(1))
+    sink.submit(OTHER, item(1, "dewiki"))
+    await wait_for(lambda: sink.stats.confirmed == 2, 5, "both rooms confirmed")
+    link.ping_answers = [PingResult(Verdict.UNDECIDED, None, timed_out=True)] * 2
+    sink.submit(ROOM, item(2))
+    sink.submit(OTHER, item(2, "dewiki"))
+    await wait_for(lambda: sink.stats.confirmed == 4, 5, "confirmation after reconnecting")
+    assert len(link.drops) == 1 and sink.stats.dropped_dead_letter == 0
+
+
 async def test_a_message_refused_for_good_is_counted_not_resent(make_sink: Any) -> None:
     sink, link = make_sink()
     link.ping_answers = [PingResult(Verdict.UNDECIDED, "remote-server-timeout")]

@@ -535,8 +535,9 @@ class RoomSink:
                 continue
             channel.sent_since_ping.clear()
             mark = channel.pending.sent_seq
+            epoch = self.stats.connections
             result = await self.link.self_ping(channel.jid)
-            if not channel.joined:
+            if not channel.joined or self.stats.connections != epoch:
                 continue  # the connection or the room went while we waited
             if result.verdict is Verdict.NOT_JOINED:
                 self.stats.self_ping_failures += 1
@@ -547,7 +548,10 @@ class RoomSink:
                 continue
             if result.verdict is Verdict.UNDECIDED:
                 self.stats.self_ping_failures += 1
-                if result.timed_out and await self.link.server_answers():
+                answers = result.timed_out and await self.link.server_answers()
+                if not channel.joined or self.stats.connections != epoch:
+                    continue  # a verdict on a connection that is gone already
+                if answers:
                     # The server is there; only the room is not (on a cluster its node
                     # may hang): rejoin it, and leave the other rooms alone.
                     self._log.warning(
@@ -560,6 +564,13 @@ class RoomSink:
                         channel.wake.set()
                 elif result.timed_out:
                     self.link.drop(f"no answer to a self-ping of {channel.jid}")
+                    # The session notices a moment later: a self-ping sent meanwhile
+                    # would go into the dead stream and hold this room's confirmations
+                    # (and its probing sender) for a whole ping timeout.
+                    for _ in range(200):  # at most 10 s: the session ends it sooner
+                        if not (self.link.online and self.stats.connections == epoch):
+                            break
+                        await asyncio.sleep(0.05)
                 else:  # the room's server is unreachable; nothing is confirmed: ask again
                     channel.sent_since_ping.set()
                     await asyncio.sleep(1.0)

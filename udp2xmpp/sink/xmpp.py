@@ -46,10 +46,12 @@ from ..config import DeliverySettings, settings_default
 from ..route import RoomSpec
 from .link import EnterFailed, LinkEvents, Role, RoomRefused, config_problems, wanted_config
 
-__all__ = ["CREATION_GRACE", "XmppLink", "self_ping"]
+__all__ = ["CREATION_GRACE", "SERVER_CHECK_TIMEOUT", "XmppLink", "self_ping"]
 
 #: Seconds the second bridge of a pair waits for the first to create a room.
 CREATION_GRACE = 30.0
+#: Seconds to wait for the server's own answer once a room has not answered.
+SERVER_CHECK_TIMEOUT = 5.0
 
 
 class _NoEvents:
@@ -149,7 +151,9 @@ class XmppLink:
         self.session.drop(reason)
 
     async def server_answers(self) -> bool:
-        return await self.session.server_answers(self.timeout)
+        # Asked after a room timed out: a live server answers in milliseconds, and a
+        # dead one should not cost a second full timeout.
+        return await self.session.server_answers(min(self.timeout, SERVER_CHECK_TIMEOUT))
 
     def leave(self, room: str) -> None:
         nick = self._nicks.pop(room, self.nick)
