@@ -15,6 +15,8 @@ Erlang VM is in its own process group, which :meth:`stop` kills.
 It is used by ``benchmarks/ejabberd.py`` and by the ejabberd tests.
 ``mam=True`` turns the MUC archive on (``mod_mam`` in Mnesia, every room
 archived: ``mam: true`` in the default room options).
+``net_ticktime=N`` sets Erlang's ``net_ticktime`` (how soon a hung cluster node
+is declared down by the others; 60 s by default).
 ``web=True`` adds an HTTP listener on a free loopback port with XMPP over
 WebSocket (``/ws``) and BOSH (``/bosh``); ``anonymous_host=True`` adds the host
 ``anon.localhost`` (SASL ANONYMOUS) whose c2s sessions are shaped to 1,000 B/s,
@@ -103,6 +105,7 @@ class EjabberdServer(ThrowawayServer):
         dist_port: int | None = None,
         cookie: str | None = None,
         certificate: tuple[Path, Path] | None = None,
+        net_ticktime: int | None = None,
     ) -> None:
         """``room_creators``: the bare JIDs allowed to create rooms (the shipped
         examples/ejabberd.yml: the bridge alone); None: every local account.
@@ -113,7 +116,20 @@ class EjabberdServer(ThrowawayServer):
         port, listened on at ``host``), ``cookie`` (written to
         ``home/.erlang.cookie``) and ``certificate`` (``(pem, crt)``: key and
         certificate in one file, and the certificate alone, copied instead of
-        making a new one)."""
+        making a new one).
+
+        ``net_ticktime``: Erlang's ``net_ticktime`` in seconds (None: 60, Erlang's
+        and ejabberd's default), set twice: ``net_ticktime: N`` in ejabberd.yml
+        (ejabberd applies its own option at startup, over the VM's, and a change
+        made then takes Erlang's 60 s transition) and ``-kernel net_ticktime N``
+        in ejabberdctl.cfg (the VM has it from its start, so ejabberd's call
+        changes nothing; ``ejabberdctl`` commands run with it too). A node that
+        stops answering (hangs, or is cut off) is declared down by the others
+        after N to 1.25 N s; until then the rooms whose processes run on it hang
+        for everyone. Every node of a cluster must have the same value."""
+        if net_ticktime is not None and net_ticktime < 1:
+            raise ValueError(f"net_ticktime must be at least 1 s, not {net_ticktime}")
+        self._net_ticktime = net_ticktime
         self._room_creators = room_creators
         self._web = web
         self._anonymous_host = anonymous_host
@@ -205,6 +221,11 @@ class EjabberdServer(ThrowawayServer):
     def dist_port(self) -> int:
         """The Erlang distribution port (no epmd: every node listens on it)."""
         return self._dist_port
+
+    @property
+    def net_ticktime(self) -> int:
+        """Erlang's ``net_ticktime`` of this node, in seconds (60 unless set)."""
+        return 60 if self._net_ticktime is None else self._net_ticktime
 
     @property
     def log_file(self) -> Path:
@@ -340,7 +361,7 @@ class EjabberdServer(ThrowawayServer):
     def freeze(self) -> None:
         """SIGSTOP the node's process group: a hung node (its sockets stay open,
         nothing answers; the other nodes declare it down after Erlang's
-        ``net_ticktime``, 60 s). :meth:`thaw` resumes it; :meth:`stop` and
+        ``net_ticktime``, :attr:`net_ticktime` s). :meth:`thaw` resumes it; :meth:`stop` and
         :meth:`kill` work on a frozen node too."""
         if self._process is None or self._process.poll() is not None:
             raise EjabberdError("ejabberd is not running")
@@ -466,8 +487,12 @@ class EjabberdServer(ThrowawayServer):
                 raise EjabberdError(f"{_EJABBERDCTL} has no {before!r} to change")
             script = script.replace(before, after, 1)
         (self._dir / "ejabberdctl").write_text(script)
+        erl_options = "-env ERL_CRASH_DUMP_BYTES 0"
+        if self._net_ticktime is not None:
+            # The node and every ejabberdctl call (a hidden node talking to it) alike.
+            erl_options += f" -kernel net_ticktime {self._net_ticktime}"
         (self._dir / "ejabberdctl.cfg").write_text(
-            f'POLL=true\nERL_PROCESSES=250000\nERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n'
+            f'POLL=true\nERL_PROCESSES=250000\nERL_OPTIONS="{erl_options}"\n'
             f"ERLANG_NODE={self._node}\nERL_DIST_PORT={self._dist_port}\n"
             f"INET_DIST_INTERFACE={self._host}\n"
             f"EJABBERD_PID_PATH={self._dir / 'ejabberd.pid'}\n"
@@ -549,11 +574,15 @@ shaper_rules:
       /ws: ejabberd_http_ws
       /bosh: mod_bosh"""
             bosh = "\n  mod_bosh: {}"
+        # ejabberd sets net_kernel's tick time itself at startup (its own option,
+        # default 60 s), overriding -kernel net_ticktime: set both (the -kernel one
+        # has it from the VM's start, so ejabberd's call changes nothing).
+        ticktime = "" if self._net_ticktime is None else f"net_ticktime: {self._net_ticktime}\n"
         (self._dir / "ejabberd.yml").write_text(
             f"""\
 hosts:
 {hosts}{host_config}loglevel: info
-certfiles:
+{ticktime}certfiles:
   - "{self._dir / "localhost.pem"}"
 listen:
   -
@@ -641,7 +670,7 @@ class EjabberdCluster(ThrowawayServer):
     ``anon.localhost``; clients connect by IP and name the domain), the hosts
     and every other option; ``options`` go to each :class:`EjabberdServer`
     (``room_creators``, ``mam``, ``anonymous_host``, ``anonymous_shaped``,
-    ``web``...).
+    ``web``, ``net_ticktime``...).
 
     :meth:`start` starts the first node, then each other node, which joins
     the first (``join_cluster``), and waits until every node lists them all.
@@ -653,8 +682,9 @@ class EjabberdCluster(ThrowawayServer):
     group; ``cluster.nodes[i].start()`` brings it back, and it rejoins the
     cluster from its spool (:meth:`wait_members` waits for that);
     ``freeze()``/``thaw()`` hang and resume it (SIGSTOP/SIGCONT): the others
-    declare it down after ``net_ticktime`` (60 s), and once thawed it stays
-    partitioned from them (Mnesia's ``inconsistent_database``) until restarted.
+    declare it down after Erlang's ``net_ticktime`` (60 s; ``net_ticktime=N``
+    sets it on every node), and once thawed it stays partitioned from them
+    (Mnesia's ``inconsistent_database``) until restarted.
 
     The room-creation trap: a room that does not exist yet, joined at the same
     moment through two nodes, becomes two rooms (one per node, each delivering
