@@ -87,6 +87,9 @@ from xmlrc.wire import DatagramFormat, encode_datagram
 WIKI = "fanoutwiki"
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_BUFFER = 4096
+# Waiting for a change stops when no reader got anything new for this long: a change the
+# server dropped (the cluster does, under load) never comes.
+STALL = 5.0
 
 
 # ------------------------------------------------------------------ processes
@@ -421,7 +424,7 @@ class Run:
         return list(
             await asyncio.gather(
                 *(
-                    w.call({"op": "wait", "target": target, "timeout": timeout})
+                    w.call({"op": "wait", "target": target, "timeout": timeout, "quiet": STALL})
                     for w in self.workers
                 )
             )
@@ -814,9 +817,15 @@ def table(rows: list[Row]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lost = f"{r.lost:,} of {r.sent * r.readers:,}" + (
-            f" ({r.closed} closed)" if r.closed else ""
+        never = r.extra.get("never")
+        lost = (
+            f"{r.lost:,} of {r.sent * r.readers:,}"
+            + (f" ({never:,})" if r.lost and never is not None else "")
+            + (f", {r.closed} readers closed" if r.closed else "")
         )
+        by_host = r.extra.get("lost_by_host", {})
+        if r.server == "cluster" and r.lost and by_host:
+            lost += "; by node: " + ", ".join(f"{h} {n:,}" for h, n in sorted(by_host.items()))
         lines.append(
             f"| {r.server}{' ' + r.label if r.label else ''} | {r.rate:g} | {r.readers:,} "
             f"| {r.deliveries_per_s:,.0f} | {fmt_ms(r.p50, r)} | {fmt_ms(r.p99, r)} "

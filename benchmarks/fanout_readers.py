@@ -17,8 +17,8 @@ JSON command per line on stdin and answers one JSON line on stdout:
   "nick"}``, optionally ``"user"``/``"password"`` for PLAIN);
 * ``{"op": "track", "first": seq}``: from now on record every change from
   ``seq`` on (and reset the worker's CPU clock);
-* ``{"op": "wait", "target": seq, "timeout": s}``: until every reader has seen
-  ``seq``, or ``timeout``;
+* ``{"op": "wait", "target": seq, "timeout": s, "quiet": q}``: until every reader
+  has seen ``seq``, or ``timeout``, or no reader got anything new for ``q`` s;
 * ``{"op": "report", "first": a, "last": b, "bucket": n}``: per-reader and merged
   figures for the changes ``a..b``, the worst latency of every ``n`` changes, the
   worker's CPU since ``track``;
@@ -366,10 +366,18 @@ class Worker:
         self.cpu0, self.wall0 = time.process_time(), time.monotonic()
         return {"ok": True}
 
-    async def wait(self, target: int, timeout: float) -> dict[str, Any]:
+    async def wait(self, target: int, timeout: float, quiet: float = 0.0) -> dict[str, Any]:
+        """Until every reader has seen `target`, or `timeout`, or (`quiet` > 0) no reader
+        got a new change for `quiet` seconds (one that was dropped never comes)."""
         deadline = time.monotonic() + timeout
+        progress, moved = -1, time.monotonic()
         while time.monotonic() < deadline:
             if all(r.last_seq >= target or r.closed for r in self.readers):
+                break
+            now_progress = sum(r.last_seq for r in self.readers)
+            if now_progress != progress:
+                progress, moved = now_progress, time.monotonic()
+            elif quiet and time.monotonic() - moved > quiet:
                 break
             await asyncio.sleep(0.05)
         return {
@@ -428,7 +436,10 @@ async def serve() -> None:
             elif op == "track":
                 answer = worker.track(int(command["first"]))
             elif op == "wait":
-                answer = await worker.wait(int(command["target"]), float(command["timeout"]))
+                answer = await worker.wait(
+                    int(command["target"]), float(command["timeout"]),
+                    float(command.get("quiet", 0)),
+                )  # fmt: skip
             elif op == "report":
                 answer = worker.report(
                     int(command["first"]), int(command["last"]), int(command.get("bucket", 0))
