@@ -261,7 +261,8 @@ class WikiPoller:
         site = self.site
         assert site is not None
         self.stats.polls += 1
-        base = recentchanges_query(self.resume, prop=self.prop, limit=self.limit)
+        asked = self.resume  # every page of this round answers the query made from it
+        base = recentchanges_query(asked, prop=self.prop, limit=self.limit)
         if self.until is not None:
             base["rcend"] = iso_from_utc(self.until)
         continuation: dict[str, str] = {}
@@ -281,7 +282,7 @@ class WikiPoller:
             if settled is None:  # the server's time when this poll began
                 with contextlib.suppress(DecodeError):
                     settled = coerce.iso_time(data.get("curtimestamp"), "curtimestamp")
-            sent += await self._send_page(site, data, settled, memory)
+            sent += await self._send_page(site, data, settled, memory, asked)
             following = data.get("continue")
             if not isinstance(following, dict):
                 break
@@ -312,7 +313,12 @@ class WikiPoller:
         return sent
 
     async def _send_page(
-        self, site: Site, data: dict[str, Any], settled: datetime | None, memory: RoundMemory
+        self,
+        site: Site,
+        data: dict[str, Any],
+        settled: datetime | None,
+        memory: RoundMemory,
+        asked: ResumePoint,
     ) -> int:
         query = data.get("query")
         items = query.get("recentchanges") if isinstance(query, dict) else None
@@ -329,7 +335,9 @@ class WikiPoller:
                     log.warning("%s: skipped change %s: %s", self.api, rcid, exc)
                     if isinstance(rcid, int):
                         self._reported.add(rcid)
-        fresh, after = unsent(self.resume, page, lookback=self.lookback, settled=settled)
+        fresh, after = unsent(
+            self.resume, page, lookback=self.lookback, settled=settled, query=asked
+        )
         # Every rcid of the page is noted (also those `unsent` skipped), so a change
         # the API gives again later in this round, even with another time, is not new.
         chosen = {id(change) for change in fresh}

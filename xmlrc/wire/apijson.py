@@ -219,6 +219,7 @@ def unsent(
     *,
     lookback: timedelta = timedelta(0),
     settled: datetime | None = None,
+    query: ResumePoint | None = None,
 ) -> tuple[list[RecentChange], ResumePoint]:
     """Of one page of answers (in API order), the changes not sent yet, and the
     resume point once they are sent.
@@ -229,9 +230,15 @@ def unsent(
     ``min(newest, settled) - lookback`` (however far a long catch-up got).
     A change without an rcid cannot be recognised again, so it is always new
     (``list=recentchanges`` always gives rcids).
+
+    `query` is the resume point this round's query was made from (default:
+    `resume`): the later pages of a round answer that query, so a change is
+    judged against it, not against the point the earlier pages moved on to (a
+    late change behind them is still new, one sent in an earlier round still not).
     """
-    already = resume.rcids
-    start = resume.query_start
+    asked = resume if query is None else query
+    already = asked.rcids | resume.rcids
+    start = asked.query_start
     fresh = [
         change
         for change in page
