@@ -35,7 +35,7 @@ the server's send buffer to it fills; a cell with it; its server-side socket
 watched in /proc/net/tcp (send queue, when the server closes it) with the
 server's RSS; then the slow reader reads again and says what it got.
 
-Server settings (details and why: /work/notes/fanout.md, docs/scaling.md):
+Server settings (details and why: docs/scaling.md):
 Prosody 0.12 from ``harness.prosody``, its anonymous host (``web=True``), MUC
 archive in memory, ``network_settings = { send_timeout = 5 }``
 (``--prosody-send-timeout``; Prosody's default is 180 s). ejabberd 23.01 from
