@@ -126,6 +126,41 @@ async def archived_stable_ids(prosody: ProsodyServer, room: str) -> list[str]:
     ]
 
 
+async def archived_change_ids(server: Any, room: str) -> list[str]:
+    """Every change's stable id in `room`'s archive, oldest first, duplicates kept, read
+    as "intruder" on any throwaway server (Prosody, an ejabberd node) with the product's
+    own `query_page`, paged until a page comes back empty (`archived_messages`, on
+    slixmpp's reader, stops after ejabberd's first page of 250)."""
+    from xmlrc.wire.rcxml import changes_in_message
+    from xmlrc.xmpp import Endpoint, Session
+    from xmlrc.xmpp.archive import query_page
+
+    session = Session(
+        Endpoint(
+            server.jid("intruder"),
+            "intruderpass",
+            server.host,
+            server.c2s_port,
+            str(server.ca_file),
+        ),
+        plugins=("xep_0059", "xep_0313"),
+    )
+    await session.start(wait=True)
+    ids: list[str] = []
+    after: str | None = None
+    try:
+        for _page in range(1000):
+            page = await query_page(session.client, room, timeout=20, page_size=100, after=after)
+            if not page.messages:
+                break
+            for stored in page.messages:
+                ids.extend(change.stable_id for change in changes_in_message(stored.message))
+            after = page.messages[-1].archive_id
+    finally:
+        await session.stop()
+    return ids
+
+
 def bridge_toml(prosody: ProsodyServer, udp_port: int, rooms: str) -> str:
     """A bridge config file for `prosody` (password from $TEST_BRIDGE_PASSWORD);
     `rooms` is the rest of the [rooms] section and any sections after it."""

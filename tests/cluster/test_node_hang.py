@@ -60,11 +60,8 @@ from tests.cluster.test_node_loss import (
     table_copies,
     watch_bridge,
 )
-from tests.helpers import wait_for
+from tests.helpers import archived_change_ids, wait_for
 from xmlrc.wire import RecentChange
-from xmlrc.wire.rcxml import changes_in_message
-from xmlrc.xmpp import Endpoint, Session
-from xmlrc.xmpp.archive import query_page
 from xmlrc_emitter import Emitter
 
 #: Erlang's net_ticktime on both nodes: node 2 declares the hung node down after
@@ -277,8 +274,8 @@ async def run_node_hang(
             for wiki in WIKIS:
                 room = cluster.room_jid(wiki)
                 apart[wiki] = (
-                    len(await archived_ids(hung, room)),
-                    len(await archived_ids(survivor, room)),
+                    len(await archived_change_ids(hung, room)),
+                    len(await archived_change_ids(survivor, room)),
                 )
             restart = time.monotonic()
             await asyncio.to_thread(hung.kill)
@@ -313,34 +310,9 @@ async def run_node_hang(
             assert (first.session.connections, second.session.connections) == (2, 1)
             for wiki in WIKIS:
                 room = cluster.room_jid(wiki)
-                through_restarted = await archived_ids(hung, room)
-                assert through_restarted == await archived_ids(survivor, room)
+                through_restarted = await archived_change_ids(hung, room)
+                assert through_restarted == await archived_change_ids(survivor, room)
                 assert set(through_restarted) == {c.stable_id for c in sent if c.wiki == wiki}
-
-
-async def archived_ids(node: EjabberdServer, room: str) -> list[str]:
-    """Every change id in `room`'s archive read through `node`, oldest first, duplicates
-    kept. Paged with the product's `query_page` until a page comes back empty:
-    tests.helpers' reader stops after ejabberd's first page (250), and a room here holds
-    more after a long hang."""
-    session = Session(
-        Endpoint(node.jid("intruder"), "intruderpass", node.host, node.c2s_port, str(node.ca_file)),
-        plugins=("xep_0059", "xep_0313"),
-    )
-    await session.start(wait=True)
-    ids: list[str] = []
-    after: str | None = None
-    try:
-        for _page in range(1000):
-            page = await query_page(session.client, room, timeout=20, page_size=100, after=after)
-            if not page.messages:
-                break
-            for stored in page.messages:
-                ids.extend(c.stable_id for c in changes_in_message(stored.message))
-            after = page.messages[-1].archive_id
-    finally:
-        await session.stop()
-    return ids
 
 
 async def declared_down(survivor: EjabberdServer, hung: EjabberdServer) -> float:

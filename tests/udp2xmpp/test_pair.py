@@ -21,11 +21,10 @@ import pytest
 from harness.ejabberd import EjabberdServer
 from harness.prosody import ProsodyServer
 from tests.e2e.test_cli import free_udp_port
-from tests.helpers import wait_for
+from tests.helpers import archived_change_ids, wait_for
 from xmlrc.wire import RecentChange
 from xmlrc.wire.rcxml import changes_in_message
 from xmlrc.xmpp import Endpoint, Session, muc
-from xmlrc.xmpp.archive import query_page
 from xmlrc_emitter import Emitter
 
 BIN = Path(sys.executable).parent
@@ -112,36 +111,6 @@ class BridgeProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
-
-
-async def archived_ids(server: Server, room: str) -> list[str]:
-    """Every change id in `room`'s archive, oldest first, duplicates kept, read with the
-    product's own `query_page` (tests.helpers' reader, on slixmpp's, stops after its
-    first page on ejabberd) and paged until a page comes back empty."""
-    session = Session(
-        Endpoint(
-            server.jid("intruder"),
-            "intruderpass",
-            server.host,
-            server.c2s_port,
-            str(server.ca_file),
-        ),
-        plugins=("xep_0059", "xep_0313"),
-    )
-    await session.start(wait=True)
-    ids: list[str] = []
-    after: str | None = None
-    try:
-        for _page in range(100):
-            page = await query_page(session.client, room, timeout=20, page_size=100, after=after)
-            if not page.messages:
-                break
-            for stored in page.messages:
-                ids.extend(c.stable_id for c in changes_in_message(stored.message))
-            after = page.messages[-1].archive_id
-    finally:
-        await session.stop()
-    return ids
 
 
 class Observer:
@@ -240,7 +209,7 @@ async def test_the_standby_takes_over_when_the_publisher_is_killed_nothing_lost_
             f"doubled: {sorted({i for i in observer.ids if observer.ids.count(i) > 1})}, "
             f"missing: {sorted(set(expected) - set(observer.ids))}"
         )
-        assert await archived_ids(prosody, room) == expected
+        assert await archived_change_ids(prosody, room) == expected
         assert "took over" not in restarted.text()
         print(f"take-over: the first change sent after SIGKILL read {takeover_seconds:.3f} s on")
     finally:
@@ -342,7 +311,7 @@ async def test_a_publisher_whose_machine_hangs_is_fenced_out_and_comes_back_as_s
             f"doubled: {sorted({i for i in observer.ids if observer.ids.count(i) > 1})}, "
             f"missing: {sorted(set(expected) - set(observer.ids))}"
         )
-        assert await archived_ids(prosody, room) == expected
+        assert await archived_change_ids(prosody, room) == expected
         print(f"fenced and taken over: the first change after SIGSTOP read {took:.2f} s on")
     finally:
         for emitter in emitters.values():
