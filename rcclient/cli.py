@@ -26,9 +26,10 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import slixmpp
@@ -58,6 +59,35 @@ from .client import Gap, RCClient, RCClientError
 from .config import Account, ConfigError, Trust, parse_since, resolve_account, resolve_trust
 from .filters import ChangeFilter
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ACCOUNT_OPTIONS = (
+    click.option("--jid", help="Your account (or $RCCLIENT_JID, or the config file)."),
+    click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file)."),
+    click.option("--host", help="Server to connect to (default: the JID's domain)."),
+    click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT})."),
+    click.option(
+        "--server",
+        "servers",
+        multiple=True,
+        help="Another node of the same service, HOST:PORT (repeatable): tried in turn when "
+        "the connection ends.",
+    ),
+    click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate."),
+    click.option(
+        "--config",
+        "config_path",
+        help="Config file (TOML, an [account] table); default ~/.config/rcclient.toml.",
+    ),
+)
+
+
+def _account_options(command: F) -> F:
+    """The account options every command that logs in takes, in one place."""
+    for option in reversed(_ACCOUNT_OPTIONS):
+        command = option(command)
+    return command
+
 
 @click.group()
 def main() -> None:
@@ -73,23 +103,7 @@ class _Output:
 
 @main.command()
 @click.argument("rooms", nargs=-1, required=True)
-@click.option("--jid", help="Your account (or $RCCLIENT_JID, or the config file).")
-@click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
-@click.option("--host", help="Server to connect to (default: the JID's domain).")
-@click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT}).")
-@click.option(
-    "--server",
-    "servers",
-    multiple=True,
-    help="Another node of the same service, HOST:PORT (repeatable): tried in turn when "
-    "the connection ends.",
-)
-@click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
-@click.option(
-    "--config",
-    "config_path",
-    help="Config file (TOML, an [account] table); default ~/.config/rcclient.toml.",
-)
+@_account_options
 @click.option("--nick", help="Nickname in the rooms (default: your name and a random suffix).")
 @click.option(
     "--publisher",
@@ -420,23 +434,7 @@ def _room(text: str) -> str:
     "+name,-name change the defaults.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: counts and lists.")
-@click.option("--jid", help="Your account (or $RCCLIENT_JID, or the config file).")
-@click.option("--password", help="Its password (or $RCCLIENT_PASSWORD, or the config file).")
-@click.option("--host", help="Server to connect to (default: the JID's domain).")
-@click.option("--port", type=int, help=f"Its client port (default {CLIENT_PORT}).")
-@click.option(
-    "--server",
-    "servers",
-    multiple=True,
-    help="Another node of the same service, HOST:PORT (repeatable): tried in turn when "
-    "the connection ends.",
-)
-@click.option("--ca-file", help="CA certificate (PEM) that signed the server's certificate.")
-@click.option(
-    "--config",
-    "config_path",
-    help="Config file (TOML, an [account] table); default ~/.config/rcclient.toml.",
-)
+@_account_options
 @click.option(
     "--publisher",
     help=f"The bridge's nick in the room: only its changes count (default {PUBLISHER_NICK}).",
