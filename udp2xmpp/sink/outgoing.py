@@ -137,6 +137,9 @@ class RoomQueue:
                 while len(self.published_elsewhere) > SEEN_PUBLISHED:
                     self.published_elsewhere.popitem(last=False)
                 continue
+            if index == 0:  # the usual case: the standby got it first, in the same order
+                published.append(self.queue.popleft())
+                continue
             wiki = self.queue[index].change.wiki
             kept: deque[Outgoing] = deque()
             for n, item in enumerate(self.queue):
